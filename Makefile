@@ -1,0 +1,42 @@
+# The README's commands. Everything a fresh machine needs is installed from here
+# (plus the SLURM daemons that .ci/run starts), never by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CORES  ?= all
+# torch's CPU wheel is installed first and pinned: any unpinned torch pulls gigabytes of CUDA.
+TORCH_SPEC      ?= torch==2.13.0
+TENSORFLOW_SPEC ?= tensorflow-cpu>=2.16
+PYTEST_ARGS     ?=
+
+.PHONY: run test install bench lint clean help
+
+help:
+	@echo "make run    - create $(VENV), install, run the pipeline on the embedded demo"
+	@echo "make test   - create $(VENV) if needed, run the whole test suite"
+	@echo "make bench  - run the benchmarks in benchmarks/ (prints ratios against peers)"
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "slidetiles needs Python >= 3.11, found " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q "$(TENSORFLOW_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev,torch,slurm]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/snakemake --cores $(CORES)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf results logs .snakemake benchmarks/out

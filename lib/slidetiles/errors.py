@@ -1,0 +1,106 @@
+"""Exceptions raised by slidetiles.
+
+Every error about a TFRecord names the file and, where it applies, the record number and the byte offset, so a user
+with terabytes of files can find the bad one. They all derive from :class:`TFRecordError`, which is a
+``ValueError``, so ``except ValueError`` in old code still catches them.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class SlidetilesError(Exception):
+    """Base class of every error slidetiles raises on purpose."""
+
+
+class TFRecordError(SlidetilesError, ValueError):
+    """A TFRecord file that cannot be read as it is.
+
+    Attributes:
+        path: the file.
+        record: 0-based number of the record where the problem was found, or None.
+        offset: byte offset of that record's frame in the file, or None.
+    """
+
+    #: What the user can do about it; subclasses override.
+    hint = ""
+
+    def __init__(self, path: str | os.PathLike, message: str, record: int | None = None, offset: int | None = None):
+        self.path = os.fspath(path)
+        self.record = record
+        self.offset = offset
+        self.detail = message
+        where = self.path
+        if record is not None:
+            where += f", record {record}"
+        if offset is not None:
+            where += f" at byte offset {offset}"
+        text = f"{where}: {message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        super().__init__(text)
+
+    def __reduce__(self):
+        # Keeps the error picklable across DataLoader worker processes.
+        return (self.__class__, (self.path, self.detail, self.record, self.offset))
+
+
+class EmptyTFRecordError(TFRecordError):
+    """The file has no bytes at all: usually an interrupted copy or a slide with no tiles."""
+
+    hint = "re-create or re-copy the file; an empty TFRecord holds no tiles"
+
+
+class NotATFRecordError(TFRecordError):
+    """The file does not start with a TFRecord frame (wrong file, or a GZIP/ZLIB-compressed TFRecord)."""
+
+    hint = "check that this is an uncompressed TFRecord; GZIP/ZLIB TFRecords must be decompressed first"
+
+
+class CorruptLengthError(TFRecordError):
+    """A record's length field does not match its CRC: the framing is damaged from here on."""
+
+    hint = "the file is corrupt from this offset on; re-create or re-copy it"
+
+
+class CorruptRecordError(TFRecordError):
+    """A record's payload does not match its CRC: the tile bytes are damaged."""
+
+    hint = "the record's bytes are damaged; re-create or re-copy the file"
+
+
+class TruncatedRecordError(TFRecordError):
+    """The file ends in the middle of a record: an interrupted write or copy."""
+
+    hint = "the file was cut short; re-create or re-copy it"
+
+
+class InvalidExampleError(TFRecordError):
+    """The payload passed its CRC (or CRCs were not checked) but is not a valid tf.train.Example."""
+
+    hint = "the record is not a tf.train.Example; was the file written by another tool?"
+
+
+class TFRecordIndexError(SlidetilesError, ValueError):
+    """An index file that cannot be used for its TFRecord."""
+
+    def __init__(self, path: str | os.PathLike, message: str):
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class StaleIndexError(TFRecordIndexError):
+    """The TFRecord changed after its index was written, and the index is not ours to rebuild."""
+
+
+class TileImageError(SlidetilesError, ValueError):
+    """A tile image that cannot be read or stored."""
+
+    def __init__(self, path: str | os.PathLike, message: str):
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class SplitError(SlidetilesError, ValueError):
+    """A training/validation split that cannot be made as asked (too few patients or sites, bad labels...)."""

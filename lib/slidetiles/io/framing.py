@@ -1,0 +1,180 @@
+"""TFRecord framing: ``uint64 length, uint32 masked_crc32c(length), data, uint32 masked_crc32c(data)``.
+
+Everything that walks the frames of a file goes through :func:`scan_frames`, so the rules for a corrupt length, a
+corrupt payload, a truncated record, an empty file and a file that is not a TFRecord live in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+
+from crc32c import crc32c
+
+from slidetiles.errors import (
+    CorruptLengthError,
+    CorruptRecordError,
+    EmptyTFRecordError,
+    NotATFRecordError,
+    TruncatedRecordError,
+)
+
+HEADER = struct.Struct("<QI")
+FOOTER = struct.Struct("<I")
+LENGTH = struct.Struct("<Q")
+HEADER_SIZE = HEADER.size  # 12
+FRAME_OVERHEAD = HEADER.size + FOOTER.size  # 16
+
+_MASK_DELTA = 0xA282EAD8
+_GZIP_MAGIC = b"\x1f\x8b"
+
+#: Bytes read per system call. Large enough that syscalls are noise, small enough to stay in L2/L3-ish caches and
+#: keep memory flat whatever the file size.
+CHUNK_SIZE = 1 << 20
+
+
+def masked_crc32c(data) -> int:
+    """TensorFlow's masked CRC-32C of ``data`` (any buffer)."""
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def encode_frame(payload) -> bytes:
+    """One framed record: header, payload, footer."""
+    length = LENGTH.pack(len(payload))
+    return b"".join(
+        (length, FOOTER.pack(masked_crc32c(length)), payload, FOOTER.pack(masked_crc32c(payload)))
+    )
+
+
+def _not_a_tfrecord(path, head: bytes, reason: str) -> NotATFRecordError:
+    if head.startswith(_GZIP_MAGIC):
+        reason = "starts with the GZIP magic bytes: this looks like a compressed TFRecord"
+    return NotATFRecordError(path, reason, 0, 0)
+
+
+def scan_frames(
+    path,
+    *,
+    verify: bool = True,
+    start: int = 0,
+    stop: int | None = None,
+    first_record: int = 0,
+    chunk_size: int = CHUNK_SIZE,
+    skipped: list | None = None,
+) -> Iterator[tuple[int, int, memoryview]]:
+    """Yield ``(record_number, offset, payload)`` for each frame of ``path`` between byte ``start`` and ``stop``.
+
+    ``payload`` is a memoryview into a reused buffer: it is valid only until the next item is requested. Copy it
+    (``bytes(payload)``) or parse it before moving on. With ``verify`` both CRCs of every record are checked.
+    ``first_record`` is the number of the record at ``start`` and only serves error messages.
+
+    With ``skipped`` (a list), a record whose payload fails its CRC is not raised but appended to it as a
+    :class:`CorruptRecordError` and passed over: its length was intact, so the frames after it can still be
+    trusted. Framing errors (a bad length, truncation) always raise.
+
+    Errors (all :class:`~slidetiles.errors.TFRecordError`): an empty file, a file whose first frame is not a
+    TFRecord frame, a length whose CRC is wrong, a payload whose CRC is wrong, and a file that ends inside a
+    record each raise their own subclass naming the file, the record and its byte offset.
+    """
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise EmptyTFRecordError(path, "the file is empty (0 bytes)")
+        stop = size if stop is None else min(stop, size)
+        if start:
+            f.seek(start)
+        buf = bytearray(max(chunk_size, HEADER_SIZE))
+        view = memoryview(buf)
+        filled = f.readinto(view)
+        base = start  # file offset of buf[0]
+        pos = 0
+        record = first_record
+        while base + pos < stop:
+            offset = base + pos
+            if filled - pos < HEADER_SIZE:
+                if offset + HEADER_SIZE > size:
+                    if offset == 0:
+                        raise _not_a_tfrecord(path, bytes(view[:filled]), f"the file is only {size} bytes long")
+                    raise TruncatedRecordError(
+                        path, f"the file ends {size - offset} bytes into a 12-byte record header", record, offset
+                    )
+                buf, view, filled = _refill(f, buf, view, pos, filled, HEADER_SIZE)
+                base, pos = offset, 0
+            length, length_crc = HEADER.unpack_from(buf, pos)
+            if verify and masked_crc32c(view[pos : pos + 8]) != length_crc:
+                if offset == 0:
+                    raise _not_a_tfrecord(path, bytes(view[pos : pos + 8]), "the first record header fails its CRC")
+                raise CorruptLengthError(path, "the record length fails its CRC", record, offset)
+            framed = length + FRAME_OVERHEAD
+            if offset + framed > size:
+                if offset == 0 and not verify and length > size:
+                    raise _not_a_tfrecord(path, bytes(view[pos : pos + 8]), f"the first record claims {length} bytes")
+                raise TruncatedRecordError(
+                    path,
+                    f"the record claims {length} payload bytes but the file ends {size - offset - HEADER_SIZE} "
+                    "bytes after its header",
+                    record,
+                    offset,
+                )
+            if filled - pos < framed:
+                buf, view, filled = _refill(f, buf, view, pos, filled, framed)
+                base, pos = offset, 0
+            data_start = pos + HEADER_SIZE
+            data_end = data_start + length
+            payload = view[data_start:data_end]
+            if verify and masked_crc32c(payload) != FOOTER.unpack_from(buf, data_end)[0]:
+                error = CorruptRecordError(path, f"the {length}-byte payload fails its CRC", record, offset)
+                if skipped is None:
+                    raise error
+                skipped.append(error)
+            else:
+                yield record, offset, payload
+            pos += framed
+            record += 1
+
+
+def _refill(f, buf: bytearray, view: memoryview, pos: int, filled: int, need: int):
+    """Move the unread tail of ``buf`` to its front and read until ``need`` bytes (or EOF) are there."""
+    tail = filled - pos
+    if need > len(buf):
+        # One record larger than the buffer: grow to fit it (and only it; the next refill keeps this size).
+        grown = bytearray(need)
+        grown[:tail] = buf[pos:filled]
+        buf = grown
+        view = memoryview(buf)
+    else:
+        buf[:tail] = buf[pos:filled]
+    filled = tail
+    while filled < need:
+        n = f.readinto(view[filled:])
+        if not n:
+            break
+        filled += n
+    return buf, view, filled
+
+
+def read_frame_at(fd: int, path, offset: int, framed_length: int, *, verify: bool = True, record=None) -> bytes:
+    """Payload of the record whose frame starts at ``offset`` (random access through ``os.pread``)."""
+    frame = os.pread(fd, framed_length, offset)
+    if len(frame) < framed_length:
+        raise TruncatedRecordError(
+            path, f"the index says the record is {framed_length} bytes but only {len(frame)} remain", record, offset
+        )
+    length, length_crc = HEADER.unpack_from(frame, 0)
+    if length + FRAME_OVERHEAD != framed_length:
+        raise CorruptLengthError(
+            path,
+            f"the record header says {length} payload bytes but the index says {framed_length - FRAME_OVERHEAD}; "
+            "the index may be stale (rebuild it with `slidetiles index --force`)",
+            record,
+            offset,
+        )
+    view = memoryview(frame)
+    if verify:
+        if masked_crc32c(view[:8]) != length_crc:
+            raise CorruptLengthError(path, "the record length fails its CRC", record, offset)
+        if masked_crc32c(view[HEADER_SIZE : HEADER_SIZE + length]) != FOOTER.unpack_from(frame, HEADER_SIZE + length)[0]:
+            raise CorruptRecordError(path, f"the {length}-byte payload fails its CRC", record, offset)
+    return frame[HEADER_SIZE : HEADER_SIZE + length]

@@ -1,0 +1,275 @@
+"""TFRecord index files: ``<slide>.index.npz`` beside ``<slide>.tfrecords``.
+
+The npz holds what Slideflow writes (``arr_0``: ``[start byte, framed length]`` per record; ``locations``:
+``[loc_x, loc_y]`` per record), so Slideflow reads our indexes, plus keys Slideflow ignores that record what the
+index was built from (``tfrecord_size``, ``tfrecord_mtime_ns``, ``slidetiles_index``). A TFRecord rewritten after
+indexing is noticed: our own index is rebuilt, anyone else's is reported (:class:`StaleIndexError`), never
+silently trusted or overwritten.
+
+We also read the formats Slideflow reads: the older text ``<slide>.index`` (``"start length"`` per line, the
+``tfrecord``/DALI format) and ``<slide>.index.npy`` (``arr_0`` only).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from slidetiles.errors import InvalidExampleError, StaleIndexError, TFRecordIndexError
+from slidetiles.io.example import WireError, scan_locations
+from slidetiles.io.framing import FRAME_OVERHEAD, scan_frames
+from slidetiles.io.writer import temporary_path_for
+
+log = logging.getLogger(__name__)
+
+#: Version of the extra keys we write; bump when their meaning changes.
+INDEX_FORMAT_VERSION = 1
+_META_KEYS = ("slidetiles_index", "tfrecord_size", "tfrecord_mtime_ns")
+
+
+def index_stem(tfrecord: str | os.PathLike) -> str:
+    """``/data/slide1.tfrecords`` -> ``/data/slide1`` (the name every index file starts with)."""
+    return os.path.splitext(os.fspath(tfrecord))[0]
+
+
+def index_path(tfrecord: str | os.PathLike) -> str:
+    """Where our index of ``tfrecord`` lives: ``<stem>.index.npz``."""
+    return index_stem(tfrecord) + ".index.npz"
+
+
+def find_index(tfrecord: str | os.PathLike) -> str | None:
+    """The existing index file of ``tfrecord``: ``.index.npz``, else the text ``.index``, else ``.index.npy``."""
+    stem = index_stem(tfrecord)
+    for suffix in (".index.npz", ".index", ".index.npy"):
+        if os.path.isfile(stem + suffix):
+            return stem + suffix
+    return None
+
+
+@dataclass(frozen=True)
+class TFRecordIndex:
+    """An index loaded from disk or built in memory."""
+
+    #: int64 (n, 2): start byte and framed length (payload + 16) of every record.
+    arr_0: np.ndarray
+    #: int64 (n, 2) of ``[loc_x, loc_y]``, or None when the records carry no locations.
+    locations: np.ndarray | None
+    #: The index file, or None for an index built in memory only.
+    path: str | None = None
+    #: ``(size, mtime_ns)`` of the TFRecord the index was built from, when the index records it (ours do).
+    built_from: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.arr_0)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.arr_0[:, 0]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.arr_0[:, 1]
+
+    @property
+    def is_ours(self) -> bool:
+        """Written by slidetiles (and so safe for slidetiles to rebuild)."""
+        return self.built_from is not None
+
+    def end(self) -> int:
+        """Byte just past the last record: the TFRecord's size when the index matches it."""
+        return int(self.arr_0[-1, 0] + self.arr_0[-1, 1]) if len(self.arr_0) else 0
+
+
+def build_index(tfrecord: str | os.PathLike, *, verify: bool = True) -> TFRecordIndex:
+    """Scan ``tfrecord`` once and return its index without writing it.
+
+    Every CRC is checked unless ``verify=False``; locations are read by skipping over the image bytes
+    (:func:`slidetiles.io.example.scan_locations`), never by parsing whole Examples.
+    """
+    path = os.fspath(tfrecord)
+    stat = os.stat(path)
+    offsets: list[int] = []
+    lengths: list[int] = []
+    xs: list[int] = []
+    ys: list[int] = []
+    have_locations = True
+    for record, offset, payload in scan_frames(path, verify=verify):
+        offsets.append(offset)
+        lengths.append(len(payload) + FRAME_OVERHEAD)
+        if have_locations:
+            try:
+                location = scan_locations(payload)
+            except WireError as exc:
+                raise InvalidExampleError(path, f"payload is not a tf.train.Example ({exc})", record, offset) from None
+            if location is None:
+                have_locations = False
+            else:
+                xs.append(location[0])
+                ys.append(location[1])
+    arr_0 = np.array([offsets, lengths], dtype=np.int64).T.reshape(-1, 2)
+    locations = np.array([xs, ys], dtype=np.int64).T.reshape(-1, 2) if have_locations else None
+    return TFRecordIndex(arr_0, locations, None, (stat.st_size, stat.st_mtime_ns))
+
+
+def save_index(
+    tfrecord: str | os.PathLike,
+    arr_0: np.ndarray,
+    locations: np.ndarray | None = None,
+    index_file: str | os.PathLike | None = None,
+) -> str:
+    """Write an index for ``tfrecord`` atomically (temporary file + rename); returns its path.
+
+    Records the TFRecord's current size and modification time so a later change to it is noticed.
+    """
+    stat = os.stat(tfrecord)
+    target = os.fspath(index_file) if index_file is not None else index_path(tfrecord)
+    if not target.endswith(".npz"):
+        raise ValueError(f"{target}: index files we write end in .index.npz")
+    arrays = {
+        "arr_0": np.asarray(arr_0, dtype=np.int64).reshape(-1, 2),
+        "slidetiles_index": np.int64(INDEX_FORMAT_VERSION),
+        "tfrecord_size": np.int64(stat.st_size),
+        "tfrecord_mtime_ns": np.int64(stat.st_mtime_ns),
+    }
+    if locations is not None:
+        arrays["locations"] = np.asarray(locations, dtype=np.int64).reshape(-1, 2)
+    tmp = temporary_path_for(target)
+    try:
+        with open(tmp, "xb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def create_index(
+    tfrecord: str | os.PathLike, index_file: str | os.PathLike | None = None, *, verify: bool = True
+) -> str:
+    """Build and write ``<slide>.index.npz`` for ``tfrecord``; returns the index path.
+
+    Example:
+        >>> from slidetiles.io import tfrecord2idx
+        >>> tfrecord2idx.create_index("/data/299px_302um/slide1.tfrecords")  # doctest: +SKIP
+        '/data/299px_302um/slide1.index.npz'
+    """
+    index = build_index(tfrecord, verify=verify)
+    return save_index(tfrecord, index.arr_0, index.locations, index_file)
+
+
+def _load_file(index_file: str) -> TFRecordIndex:
+    try:
+        if index_file.endswith(".npz"):
+            with np.load(index_file, allow_pickle=False) as npz:
+                if "arr_0" not in npz.files:
+                    raise TFRecordIndexError(index_file, f"no 'arr_0' array in the index (found {npz.files})")
+                arr_0 = npz["arr_0"]
+                locations = npz["locations"] if "locations" in npz.files else None
+                built_from = None
+                if all(key in npz.files for key in _META_KEYS):
+                    built_from = (int(npz["tfrecord_size"]), int(npz["tfrecord_mtime_ns"]))
+        elif index_file.endswith(".npy"):
+            arr_0, locations, built_from = np.load(index_file, allow_pickle=False), None, None
+        else:
+            arr_0 = np.loadtxt(index_file, dtype=np.int64, ndmin=2)
+            locations, built_from = None, None
+    except TFRecordIndexError:
+        raise
+    except Exception as exc:  # zip, npy and text parsers raise a zoo of types for the same problem
+        raise TFRecordIndexError(index_file, f"cannot read the index file ({exc}); delete it to rebuild") from None
+    arr_0 = np.asarray(arr_0)
+    if arr_0.size == 0:
+        arr_0 = arr_0.reshape(0, 2)
+    if arr_0.ndim != 2 or arr_0.shape[1] != 2 or not np.issubdtype(arr_0.dtype, np.integer):
+        raise TFRecordIndexError(index_file, f"'arr_0' must be integers of shape (n, 2), found {arr_0.dtype} {arr_0.shape}")
+    arr_0 = arr_0.astype(np.int64, copy=False)
+    if locations is not None:
+        locations = np.asarray(locations)
+        if locations.shape != arr_0.shape or not np.issubdtype(locations.dtype, np.integer):
+            raise TFRecordIndexError(
+                index_file, f"'locations' must be integers of shape {arr_0.shape}, found {locations.dtype} {locations.shape}"
+            )
+        locations = locations.astype(np.int64, copy=False)
+    if len(arr_0) and (
+        arr_0[0, 0] != 0
+        or np.any(arr_0[:, 1] < FRAME_OVERHEAD)
+        or np.any(arr_0[1:, 0] != arr_0[:-1, 0] + arr_0[:-1, 1])
+    ):
+        raise TFRecordIndexError(index_file, "the records in 'arr_0' do not follow each other from byte 0; delete it to rebuild")
+    return TFRecordIndex(arr_0, locations, index_file, built_from)
+
+
+def read_index(tfrecord: str | os.PathLike, *, create: bool = True, verify: bool = True) -> TFRecordIndex | None:
+    """The index of ``tfrecord``, checked against the file it describes.
+
+    - No index: built and written when ``create`` (in memory only if the folder is read-only), else None.
+    - Our index, but the TFRecord's size or modification time changed: rebuilt when ``create``, else
+      :class:`StaleIndexError`.
+    - Someone else's index (Slideflow's npz, a text ``.index``, an ``.npy``) that does not end where the TFRecord
+      ends: :class:`StaleIndexError` telling how to rebuild it; it is never overwritten behind the user's back.
+    """
+    path = os.fspath(tfrecord)
+    index_file = find_index(path)
+    if index_file is None:
+        return _create_or_build(path, verify) if create else None
+    try:
+        index = _load_file(index_file)
+    except TFRecordIndexError:
+        if create and index_file.endswith(".npz") and _written_by_us(index_file):
+            return _create_or_build(path, verify)
+        raise
+    stat = os.stat(path)
+    if index.is_ours:
+        if index.built_from == (stat.st_size, stat.st_mtime_ns):
+            return index
+        if create:
+            log.info("%s changed since %s was written; rebuilding the index", path, index_file)
+            return _create_or_build(path, verify)
+        raise StaleIndexError(
+            index_file,
+            f"{path} changed after this index was built (size/mtime {index.built_from} -> "
+            f"{(stat.st_size, stat.st_mtime_ns)}); rebuild it with `slidetiles index {path}`",
+        )
+    if index.end() != stat.st_size:
+        raise StaleIndexError(
+            index_file,
+            f"this index (not written by slidetiles) covers {index.end()} bytes but {path} is {stat.st_size} "
+            f"bytes: the TFRecord changed after indexing. Rebuild it with `slidetiles index --force {path}` "
+            "(replaces the index file) or delete the index file",
+        )
+    return index
+
+
+def _written_by_us(index_file: str) -> bool:
+    try:
+        with np.load(index_file, allow_pickle=False) as npz:
+            return "slidetiles_index" in npz.files
+    except Exception:
+        return False
+
+
+def _create_or_build(path: str, verify: bool) -> TFRecordIndex:
+    index = build_index(path, verify=verify)
+    try:
+        written = save_index(path, index.arr_0, index.locations)
+    except OSError as exc:
+        log.warning("cannot write the index of %s (%s); using it from memory only", path, exc)
+        return index
+    return TFRecordIndex(index.arr_0, index.locations, written, index.built_from)
+
+
+def load_index(tfrecord: str | os.PathLike) -> np.ndarray | None:
+    """``arr_0`` of the index of ``tfrecord`` (``[start, framed length]`` per record), or None if there is none.
+
+    Like Slideflow's ``load_index``, it does not build a missing index (see :func:`create_index`); unlike it, it
+    checks the index against the TFRecord (rebuilding our own stale indexes, refusing others').
+    """
+    if find_index(tfrecord) is None:
+        return None
+    # An index exists, so create=True only ever rebuilds our own stale one.
+    return read_index(tfrecord, create=True).arr_0

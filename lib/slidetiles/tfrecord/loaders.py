@@ -1,0 +1,252 @@
+"""Generators over the records of one or many TFRecords, with sharding and weighted interleaving.
+
+Reads go through the index: each file is read in batches of consecutive records with one ``pread`` per batch and
+no file left open between batches, so interleaving thousands of TFRecords holds neither thousands of file
+descriptors nor a large buffer per file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from slidetiles.errors import CorruptLengthError, CorruptRecordError, TruncatedRecordError
+from slidetiles.io.example import parse_example
+from slidetiles.io.framing import FOOTER, HEADER, HEADER_SIZE, masked_crc32c
+from slidetiles.io.tfrecord2idx import TFRecordIndex, read_index
+
+#: Largest read for one file at a time; with many files interleaved it shrinks to fit MEMORY_BUDGET.
+MAX_BATCH_BYTES = 1 << 20
+#: Bytes of read-ahead held across all files of one multi_tfrecord_loader.
+MEMORY_BUDGET = 256 << 20
+
+
+def shard_bounds(n_records: int, shard: tuple[int, int] | None) -> tuple[int, int]:
+    """Record range ``[lo, hi)`` of shard ``(i, n)``: contiguous, disjoint, and together covering every record."""
+    if shard is None:
+        return 0, n_records
+    try:
+        shard_id, n_shards = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be a pair (shard_id, n_shards), got {shard!r}") from None
+    if n_shards < 1 or not 0 <= shard_id < n_shards:
+        raise ValueError(f"shard {shard!r}: need n_shards >= 1 and 0 <= shard_id < n_shards")
+    return shard_id * n_records // n_shards, (shard_id + 1) * n_records // n_shards
+
+
+def _as_arr0(path: str, index) -> np.ndarray:
+    if index is None:
+        return read_index(path).arr_0
+    if isinstance(index, TFRecordIndex):
+        return index.arr_0
+    arr_0 = np.asarray(index, dtype=np.int64)
+    if arr_0.ndim != 2 or arr_0.shape[1] != 2:
+        raise ValueError(f"{path}: index must be an (n, 2) array of [start, framed length], got shape {arr_0.shape}")
+    return arr_0
+
+
+def iter_payloads(
+    path: str,
+    arr_0: np.ndarray,
+    lo: int,
+    hi: int,
+    *,
+    verify: bool = True,
+    batch_bytes: int = MAX_BATCH_BYTES,
+    skipped: list | None = None,
+) -> Iterator[tuple[int, int, memoryview]]:
+    """Yield ``(record, offset, payload)`` for records ``lo..hi-1`` of ``path`` using its index ``arr_0``.
+
+    The payload is a view into the current batch; it stays valid as long as it is referenced.
+    """
+    offsets = arr_0[lo:hi, 0].tolist()
+    lengths = arr_0[lo:hi, 1].tolist()
+    ends = (arr_0[lo:hi, 0] + arr_0[lo:hi, 1]).tolist()
+    ends_array = np.asarray(ends, dtype=np.int64)
+    i, n = 0, len(offsets)
+    while i < n:
+        start = offsets[i]
+        j = int(np.searchsorted(ends_array, start + batch_bytes, side="right"))
+        j = min(max(j, i + 1), n)
+        stop = ends[j - 1]
+        with open(path, "rb", buffering=0) as f:
+            data = os.pread(f.fileno(), stop - start, start)
+        if len(data) < stop - start:
+            bad = next(k for k in range(i, j) if ends[k] - start > len(data))
+            raise TruncatedRecordError(
+                path, "the file ends inside this record; it is shorter than its index says", lo + bad, offsets[bad]
+            )
+        view = memoryview(data)
+        for k in range(i, j):
+            rel = offsets[k] - start
+            length, length_crc = HEADER.unpack_from(data, rel)
+            record = lo + k
+            if length + 16 != lengths[k]:
+                raise CorruptLengthError(
+                    path,
+                    f"the record header says {length} payload bytes, the index {lengths[k] - 16}: the length is "
+                    "damaged or the index is stale (rebuild it with `slidetiles index --force`)",
+                    record,
+                    offsets[k],
+                )
+            payload = view[rel + HEADER_SIZE : rel + HEADER_SIZE + length]
+            if verify:
+                if masked_crc32c(view[rel : rel + 8]) != length_crc:
+                    raise CorruptLengthError(path, "the record length fails its CRC", record, offsets[k])
+                if masked_crc32c(payload) != FOOTER.unpack_from(data, rel + HEADER_SIZE + length)[0]:
+                    error = CorruptRecordError(path, f"the {length}-byte payload fails its CRC", record, offsets[k])
+                    if skipped is None:
+                        raise error
+                    skipped.append(error)
+                    continue
+            yield record, offsets[k], payload
+        i = j
+
+
+def _clipped_bounds(n_records: int, clip: int | None, shard) -> tuple[int, int]:
+    if clip is not None:
+        if int(clip) < 0:
+            raise ValueError(f"clip must be >= 0, got {clip}")
+        n_records = min(n_records, int(clip))
+    return shard_bounds(n_records, shard)
+
+
+def tfrecord_loader(
+    path: str | os.PathLike,
+    index=None,
+    shard: tuple[int, int] | None = None,
+    *,
+    clip: int | None = None,
+    verify: bool = True,
+    skipped: list | None = None,
+) -> Iterator[dict]:
+    """Records of one TFRecord in file order, as dicts.
+
+    ``index`` is the ``arr_0`` array from :func:`slidetiles.io.tfrecord2idx.load_index` (built if None).
+    ``shard=(i, n)`` reads the i-th of n contiguous, disjoint shards; the n shards together read every record
+    exactly once. ``clip`` keeps only the first ``clip`` records (as ``Dataset.clip`` does) before sharding.
+    Records come as Slideflow's loaders give them: ``{'image_raw': bytes, 'slide': bytes, 'loc_x': int,
+    'loc_y': int}`` (decode the slide with ``.decode('utf-8')``).
+
+    Example:
+        >>> index = tfrecord2idx.load_index("slide1.tfrecords")  # doctest: +SKIP
+        >>> for record in tfrecord_loader("slide1.tfrecords", index, shard=(0, 2)):  # doctest: +SKIP
+        ...     image = decode_image(record["image_raw"])
+    """
+    path = os.fspath(path)
+    arr_0 = _as_arr0(path, index)
+    lo, hi = _clipped_bounds(len(arr_0), clip, shard)
+    return _parse_all(path, iter_payloads(path, arr_0, lo, hi, verify=verify, skipped=skipped))
+
+
+def _parse_all(path: str, payloads) -> Iterator[dict]:
+    for record, offset, payload in payloads:
+        yield parse_example(payload, decode_slide=False, path=path, record=record, offset=offset)
+
+
+def _normalised_weights(paths: Sequence[str], weights) -> np.ndarray:
+    if weights is None:
+        return np.full(len(paths), 1.0 / max(len(paths), 1))
+    if isinstance(weights, dict):
+        missing = [p for p in paths if p not in weights]
+        if missing:
+            raise ValueError(f"weights has no entry for {len(missing)} TFRecord(s), e.g. {missing[0]}")
+        weights = [weights[p] for p in paths]
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(paths),):
+        raise ValueError(f"weights must have one value per TFRecord ({len(paths)}), got shape {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
+        raise ValueError(f"weights must be finite and >= 0; {paths[bad]} has {w[bad]}")
+    if len(w) and w.sum() <= 0:
+        raise ValueError("weights sum to 0: no TFRecord could ever be sampled")
+    return w / w.sum() if len(w) else w
+
+
+def multi_tfrecord_loader(
+    paths: Sequence[str | os.PathLike],
+    indices: Sequence | None = None,
+    weights=None,
+    infinite: bool = True,
+    shard: tuple[int, int] | None = None,
+    seed: int | None = None,
+    *,
+    clip: dict | Sequence | int | None = None,
+    verify: bool = True,
+    skipped: list | None = None,
+) -> Iterator[dict]:
+    """Interleave the records of several TFRecords, choosing the next file at random by weight.
+
+    - ``weights``: one per file (a sequence, or a dict keyed by path), normalised here; uniform when None.
+    - ``infinite=True``: an exhausted file starts over, forever. ``infinite=False``: every record (of this shard)
+      is read exactly once, then the generator ends.
+    - ``shard=(i, n)``: each file is sharded as in :func:`tfrecord_loader`, so n loaders with shards 0..n-1 read
+      disjoint records that together cover everything.
+    - ``seed``: the file choices come from ``numpy.random.default_rng(seed)``; the same seed (and inputs) give the
+      same sequence of records. None draws fresh entropy.
+    - ``clip``: per-file record limit (an int for all, or one per file / a dict keyed by path).
+    """
+    paths = [os.fspath(p) for p in paths]
+    if indices is None:
+        indices = [None] * len(paths)
+    if len(indices) != len(paths):
+        raise ValueError(f"got {len(paths)} TFRecords but {len(indices)} indices")
+    probabilities = _normalised_weights(paths, weights)
+    if clip is None or isinstance(clip, (int, np.integer)):
+        clips = [clip] * len(paths)
+    elif isinstance(clip, dict):
+        clips = [clip.get(p) for p in paths]
+    else:
+        clips = list(clip)
+        if len(clips) != len(paths):
+            raise ValueError(f"got {len(paths)} TFRecords but {len(clips)} clip values")
+
+    arrays, bounds = [], []
+    for path, index, file_clip in zip(paths, indices, clips):
+        arr_0 = _as_arr0(path, index)
+        arrays.append(arr_0)
+        bounds.append(_clipped_bounds(len(arr_0), file_clip, shard))
+    # Files with nothing to give (no records in this shard, or weight 0) leave the pool up front; otherwise an
+    # infinite loader would spin on them forever.
+    active = [i for i, (lo, hi) in enumerate(bounds) if hi > lo and probabilities[i] > 0]
+    batch_bytes = int(min(MAX_BATCH_BYTES, max(1, MEMORY_BUDGET // max(len(active), 1))))
+    rng = np.random.default_rng(seed)
+    return _interleave(paths, arrays, bounds, probabilities, active, infinite, rng, verify, batch_bytes, skipped)
+
+
+def _interleave(paths, arrays, bounds, probabilities, active, infinite, rng, verify, batch_bytes, skipped):
+    def open_file(i):
+        lo, hi = bounds[i]
+        return iter_payloads(paths[i], arrays[i], lo, hi, verify=verify, batch_bytes=batch_bytes, skipped=skipped)
+
+    streams: dict[int, Iterator] = {}
+    cumulative = np.cumsum(probabilities[active]) if active else np.empty(0)
+    # Uniform draws come in blocks (one Generator call per 1024 records instead of one per record); they do not
+    # depend on the weights, so a block stays valid when the pool changes and the sequence stays reproducible.
+    draws = rng.random(1024)
+    used = 0
+    while active:
+        if used == len(draws):
+            draws = rng.random(1024)
+            used = 0
+        slot = int(np.searchsorted(cumulative, draws[used] * cumulative[-1], side="right"))
+        slot = min(slot, len(active) - 1)
+        used += 1
+        i = active[slot]
+        stream = streams.get(i)
+        if stream is None:
+            stream = streams[i] = open_file(i)
+        item = next(stream, None)
+        if item is None and infinite:
+            stream = streams[i] = open_file(i)
+            item = next(stream, None)
+        if item is None:
+            # Exhausted (finite mode), or every record of the file was skipped as corrupt.
+            del streams[i]
+            del active[slot]
+            cumulative = np.cumsum(probabilities[active]) if active else np.empty(0)
+            continue
+        record, offset, payload = item
+        yield parse_example(payload, decode_slide=False, path=paths[i], record=record, offset=offset)

@@ -1,0 +1,38 @@
+"""Shared fixtures: real JPEG tiles, TFRecords written by us, and a quiet real TensorFlow."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+from helpers import write_tiles
+
+
+@pytest.fixture(scope="session")
+def jpeg_tiles():
+    """Twelve small, real, distinct JPEG tiles cut from a histology image."""
+    from slidetiles.demo import iter_tiles
+
+    return list(iter_tiles(seed=7, n=12, px=64))
+
+
+@pytest.fixture
+def tile_tfrecord(tmp_path, jpeg_tiles):
+    """A TFRecord of 12 JPEG tiles with locations, no index yet. Returns (path, tiles, locations)."""
+    path = tmp_path / "slide1.tfrecords"
+    locs = write_tiles(path, jpeg_tiles)
+    return str(path), jpeg_tiles, locs
+
+
+@pytest.fixture(scope="session")
+def tf():
+    import tensorflow
+
+    return tensorflow
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
