@@ -73,6 +73,7 @@ Feature = _CLASSES["Feature"]
 
 #: The features of a tile record, in the order Slideflow writes them.
 TILE_FIELDS = ("image_raw", "slide", "loc_x", "loc_y")
+_TILE_FIELD_SET = frozenset(TILE_FIELDS)
 
 
 def tile_example(image_raw: bytes, slide: str | bytes, loc_x: int | None = None, loc_y: int | None = None) -> bytes:
@@ -123,8 +124,15 @@ def parse_example(payload, *, decode_slide: bool = True, path="<memory>", record
         example = Example.FromString(payload)
     except Exception as exc:  # upb raises DecodeError; anything else is the same problem to the user
         raise InvalidExampleError(path, f"payload does not parse as a tf.train.Example ({exc})", record, offset) from None
+    features = example.features.feature
     out = {}
-    for name, feature in example.features.feature.items():
+    # Map order on the wire is unspecified; give dicts (and TFRecord.fields) a stable order: Slideflow's tile
+    # features first, then any others by name.
+    names = [name for name in TILE_FIELDS if name in features]
+    if len(names) != len(features):
+        names += sorted(name for name in features if name not in _TILE_FIELD_SET)
+    for name in names:
+        feature = features[name]
         kind = feature.WhichOneof("kind")
         if kind is None:
             out[name] = None
@@ -137,11 +145,6 @@ def parse_example(payload, *, decode_slide: bool = True, path="<memory>", record
         except UnicodeDecodeError:
             raise InvalidExampleError(path, "the 'slide' feature is not valid UTF-8", record, offset) from None
     return out
-
-
-def example_fields(payload) -> list[str]:
-    """Names of the features in one serialised Example, in the order they are stored."""
-    return list(Example.FromString(payload).features.feature.keys())
 
 
 class WireError(Exception):

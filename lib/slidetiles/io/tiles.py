@@ -62,7 +62,7 @@ def _tile_locations(names: list[str], folder: str, coord_pattern: str | None) ->
     pattern = re.compile(coord_pattern)
     if not {"x", "y"} <= set(pattern.groupindex):
         raise ValueError(f"coord_pattern {coord_pattern!r} needs named groups (?P<x>...) and (?P<y>...)")
-    matches = [pattern.match(name) for name in names]
+    matches = [pattern.search(name) for name in names]
     matched = sum(m is not None for m in matches)
     if matched == 0:
         log.warning("%s: no tile name matches %s; writing records without loc_x/loc_y", folder, coord_pattern)

@@ -1,0 +1,67 @@
+"""The slidetiles command line, run as a real console script."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from slidetiles.io import tfrecord2idx
+
+from helpers import write_tiles
+
+
+def run(*args):
+    exe = shutil.which("slidetiles") or sys.executable
+    cmd = [exe, *args] if exe != sys.executable else [exe, "-m", "slidetiles.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def folder(tmp_path, jpeg_tiles):
+    (tmp_path / "tfr").mkdir()
+    for k in range(3):
+        write_tiles(tmp_path / "tfr" / f"s{k}.tfrecords", jpeg_tiles[: 3 + k], slide=f"s{k}")
+    return tmp_path / "tfr"
+
+
+def test_index_then_inspect(folder):
+    result = run("index", str(folder), "-j", "2")
+    assert result.returncode == 0, result.stderr
+    assert "3 of 3 TFRecord(s) indexed" in result.stdout
+    assert all(tfrecord2idx.find_index(folder / f"s{k}.tfrecords") for k in range(3))
+    result = run("inspect", str(folder / "s1.tfrecords"))
+    assert result.returncode == 0, result.stderr
+    assert "records:      4" in result.stdout
+    assert "fields:       image_raw, slide, loc_x, loc_y" in result.stdout
+    assert "image format: jpeg" in result.stdout
+    assert "(50, 1000), (150, 993)" in result.stdout
+
+
+def test_verify_reports_bad_files_and_offsets(folder):
+    assert run("verify", str(folder)).returncode == 0
+    bad = folder / "s2.tfrecords"
+    data = bytearray(bad.read_bytes())
+    data[200] ^= 0x04
+    bad.write_bytes(bytes(data))
+    result = run("verify", str(folder), "-j", "1")
+    assert result.returncode == 1
+    assert f"BAD {bad}" in result.stdout
+    assert "record 0 at byte 0: CorruptRecordError" in result.stdout
+    assert "2 of 3 TFRecord(s) OK" in result.stdout
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    result = run("verify", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert "no such file or folder" in result.stderr
+
+
+def test_write_command(tmp_path, jpeg_tiles):
+    slide = tmp_path / "tiles" / "slideA"
+    slide.mkdir(parents=True)
+    for i, tile in enumerate(jpeg_tiles[:3]):
+        (slide / f"slideA-{i * 10}-5.jpg").write_bytes(tile)
+    result = run("write", str(tmp_path / "tiles"), str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "slideA.tfrecords").exists()
