@@ -269,3 +269,25 @@ def test_location_scanner_with_other_features(extra, x, y):
     features = {k: v for k, v in extra.items() if k not in ("loc_x", "loc_y")}
     features.update(loc_x=x, loc_y=y)
     assert scan_locations(memoryview(bytearray(build_example(features)))) == (x, y)
+
+
+# -- the direct tile-record path agrees with the generic one ------------------------------------------------------
+from slidetiles.io.example import Example, _feature_dict, _ordered, parse_example  # noqa: E402
+
+feature_values = st.one_of(
+    st.binary(max_size=40),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, width=32),
+    st.lists(st.binary(max_size=10), min_size=1, max_size=4),
+    st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=4),
+    st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=4),
+)
+tile_keys = st.sampled_from(["image_raw", "slide", "loc_x", "loc_y", "other"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(features=st.dictionaries(st.one_of(tile_keys, st.text(max_size=10)), feature_values, max_size=6))
+def test_parse_example_matches_generic_walk(features):
+    payload = build_example(features)
+    expected = _ordered(_feature_dict(Example.FromString(payload).features.feature))
+    assert parse_example(payload, decode_slide=False) == expected

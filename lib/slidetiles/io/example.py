@@ -125,25 +125,54 @@ def parse_example(payload, *, decode_slide: bool = True, path="<memory>", record
     except Exception as exc:  # upb raises DecodeError; anything else is the same problem to the user
         raise InvalidExampleError(path, f"payload does not parse as a tf.train.Example ({exc})", record, offset) from None
     features = example.features.feature
-    out = {}
+    out = _tile_record(features)
+    if out is None:
+        out = _ordered(_feature_dict(features))
+    if decode_slide and isinstance(out.get("slide"), bytes):
+        try:
+            out["slide"] = out["slide"].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidExampleError(path, "the 'slide' feature is not valid UTF-8", record, offset) from None
+    return out
+
+
+def _tile_record(features) -> dict | None:
+    """Slideflow's four tile features, one value each, read directly; None for any other shape.
+
+    This is the hot path of every reader: the direct reads cost ~2 us less per record than the generic walk
+    (upb's message wrappers are slow to step through). Membership is checked first because indexing a
+    protobuf map inserts missing keys.
+    """
+    if len(features) != 4 or "image_raw" not in features or "slide" not in features:
+        return None
+    if "loc_x" not in features or "loc_y" not in features:
+        return None
+    image = features["image_raw"].bytes_list.value
+    slide = features["slide"].bytes_list.value
+    loc_x = features["loc_x"].int64_list.value
+    loc_y = features["loc_y"].int64_list.value
+    if len(image) != 1 or len(slide) != 1 or len(loc_x) != 1 or len(loc_y) != 1:
+        return None
+    return {"image_raw": image[0], "slide": slide[0], "loc_x": loc_x[0], "loc_y": loc_y[0]}
+
+
+def _ordered(out: dict) -> dict:
     # Map order on the wire is unspecified; give dicts (and TFRecord.fields) a stable order: Slideflow's tile
     # features first, then any others by name.
-    names = [name for name in TILE_FIELDS if name in features]
-    if len(names) != len(features):
-        names += sorted(name for name in features if name not in _TILE_FIELD_SET)
-    for name in names:
-        feature = features[name]
+    names = [name for name in TILE_FIELDS if name in out]
+    names += sorted(name for name in out if name not in _TILE_FIELD_SET)
+    return {name: out[name] for name in names}
+
+
+def _feature_dict(features) -> dict:
+    out = {}
+    for name, feature in features.items():
         kind = feature.WhichOneof("kind")
         if kind is None:
             out[name] = None
             continue
         values = getattr(feature, kind).value
         out[name] = values[0] if len(values) == 1 else list(values)
-    if decode_slide and isinstance(out.get("slide"), bytes):
-        try:
-            out["slide"] = out["slide"].decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidExampleError(path, "the 'slide' feature is not valid UTF-8", record, offset) from None
     return out
 
 
