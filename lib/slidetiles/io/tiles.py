@@ -99,6 +99,7 @@ def write_tfrecords_single(
     coord_pattern: str | None = DEFAULT_COORD_PATTERN,
     check_images: bool = True,
     index: bool = True,
+    skipped: list | None = None,
 ) -> str:
     """Write every tile image of ``input_dir`` into one TFRecord ``<output_dir>/<filename>``; returns its path.
 
@@ -107,7 +108,9 @@ def write_tfrecords_single(
     record's ``loc_x``/``loc_y`` come from the file name through ``coord_pattern`` (named groups ``x`` and ``y``;
     default ``<name>-<x>-<y>.<ext>``, as Slideflow names extracted tiles); None stores no locations.
     With ``check_images`` every tile is checked (format, JPEG header and end marker, PNG structure) and a bad
-    one stops the write with its name. The file appears only once complete; an index is written beside it.
+    one stops the write with its name; with ``skipped`` (a list) it is appended there and left out instead (a
+    slide left with no tile at all is still an error). The file appears only once complete; an index is written
+    beside it.
 
     Example:
         >>> write_tfrecords_single("tiles/slide1", "tfrecords/299px_302um", "slide1", "slide1")  # doctest: +SKIP
@@ -126,22 +129,36 @@ def write_tfrecords_single(
     with TFRecordWriter(target) as writer:
         for i, name in enumerate(names):
             tile_path = os.path.join(input_dir, name)
-            if os.path.splitext(name)[1].lower() in STORED_AS_IS:
-                try:
-                    with open(tile_path, "rb") as f:
-                        image = f.read()
-                except OSError as exc:
-                    raise TileImageError(tile_path, f"cannot read the tile ({exc.strerror})") from None
-                if check_images:
-                    check_image(image, tile_path)
-            else:
-                image = to_lossless_png(tile_path)
+            try:
+                image = _read_tile(tile_path, check_images)
+            except TileImageError as error:
+                if skipped is None:
+                    raise
+                log.warning("skipping %s", error)
+                skipped.append(error)
+                continue
             loc = locations[i] if locations is not None else (None, None)
             writer.write_tile(image, slide, *loc)
+        if not len(writer):
+            writer.abort()
+            raise TileImageError(input_dir, f"none of the {len(names)} tile images could be read")
     if index:
         arr_0, locs = writer.index_arrays()
         save_index(target, arr_0, locs)
     return target
+
+
+def _read_tile(tile_path: str, check: bool) -> bytes:
+    if os.path.splitext(tile_path)[1].lower() not in STORED_AS_IS:
+        return to_lossless_png(tile_path)
+    try:
+        with open(tile_path, "rb") as f:
+            image = f.read()
+    except OSError as exc:
+        raise TileImageError(tile_path, f"cannot read the tile ({exc.strerror})") from None
+    if check:
+        check_image(image, tile_path)
+    return image
 
 
 def write_tfrecords_multi(

@@ -1,0 +1,141 @@
+"""One function per workflow rule, and :func:`run_rule`, which the ``scripts/`` entry points call.
+
+:func:`run_rule` sends log records to the rule's ``log:`` file and turns every expected failure (bad tiles,
+a missing folder, a stale manifest, an impossible split...) into one clear line naming the file, slide or key,
+in the log and on stderr, and exit status 1: never a bare traceback as the only explanation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from slidetiles.errors import SlidetilesError
+
+log = logging.getLogger("slidetiles.pipeline")
+
+
+def run_rule(snakemake, step, **kwargs) -> None:
+    """Run ``step(**kwargs)`` for a Snakemake ``script:``, logging to the rule's log file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if snakemake.log:
+        os.makedirs(os.path.dirname(str(snakemake.log[0])) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(str(snakemake.log[0]), mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+    rule = getattr(snakemake, "rule", "?")
+    try:
+        step(**kwargs)
+    except (SlidetilesError, OSError, ValueError, KeyError) as error:
+        log.error("rule %s failed: %s", rule, error)
+        sys.exit(1)
+
+
+# -- demo ------------------------------------------------------------------------------------------------------------
+def make_demo(*, out_dir: str, demo: dict, tile_px: int) -> None:
+    from slidetiles.demo import write_demo_tiles
+
+    table = write_demo_tiles(
+        out_dir,
+        n_slides=demo["n_slides"],
+        n_sites=demo["n_sites"],
+        tiles_per_slide=tuple(demo["tiles_per_slide"]),
+        seed=demo["seed"],
+        px=tile_px,
+    )
+    log.info("wrote %d demo slides of %d patients under %s", len(table), table["patient"].nunique(), out_dir)
+
+
+# -- TFRecords -------------------------------------------------------------------------------------------------------
+def write_slide_tfrecord(*, tiles_dir: str, tfrecord: str, coord_pattern: str, on_bad_input: str) -> None:
+    """One slide folder -> one TFRecord (no index: the next rule builds it, checking every CRC)."""
+    from slidetiles.io.tiles import write_tfrecords_single
+
+    slide = os.path.splitext(os.path.basename(tfrecord))[0]
+    skipped: list | None = [] if on_bad_input == "skip" else None
+    write_tfrecords_single(
+        tiles_dir,
+        os.path.dirname(tfrecord),
+        os.path.basename(tfrecord),
+        slide,
+        coord_pattern=coord_pattern,
+        index=False,
+        skipped=skipped,
+    )
+    if skipped:
+        log.warning("%s: skipped %d unreadable tile(s): %s", slide, len(skipped), "; ".join(map(str, skipped)))
+    log.info("wrote %s", tfrecord)
+
+
+def index_tfrecord(*, tfrecord: str, index: str) -> None:
+    from slidetiles.io.tfrecord2idx import create_index
+
+    written = create_index(tfrecord, index)
+    log.info("wrote %s", written)
+
+
+# -- manifests -------------------------------------------------------------------------------------------------------
+def build_manifest(
+    *,
+    manifest: str,
+    summary: str,
+    tiles_per_slide: str,
+    dataset: dict,
+    sources: dict,
+    tile_px: int,
+    tile_um,
+    annotations: str,
+    on_bad_input: str,
+) -> None:
+    """Filter, clip and balance one dataset and write its manifest, summary and tiles-per-slide table."""
+    from slidetiles.dataset import Dataset
+
+    ds = Dataset(
+        config={name: dict(spec) for name, spec in sources.items()},
+        sources=dataset.get("sources") or None,
+        tile_px=tile_px,
+        tile_um=tile_um,
+        annotations=annotations,
+        jobs=1,
+        progress=False,
+    )
+    unmatched = ds.unmatched
+    missing = unmatched.get("tfrecords_without_annotation", [])
+    if missing:
+        message = (
+            f"{len(missing)} slide(s) have a TFRecord but no row in {annotations}: {', '.join(missing[:20])}"
+            f"{' ...' if len(missing) > 20 else ''}. Add them to the annotations, or set on_bad_input: skip"
+        )
+        if on_bad_input != "skip":
+            raise SlidetilesError(message)
+        log.warning("%s (skipped)", message)
+    ds = ds.filter(
+        filters=dataset.get("filters") or None,
+        filter_blank=dataset.get("filter_blank") or None,
+        min_tiles=dataset.get("min_tiles") or None,
+    )
+    clip = dataset.get("clip")
+    if clip:
+        ds = ds.clip(clip["max_tiles"], strategy=clip.get("strategy"), headers=clip.get("headers"))
+    balance = dataset.get("balance")
+    if balance:
+        ds = ds.balance(balance.get("headers"), strategy=balance.get("strategy", "category"))
+    if not ds.tfrecords():
+        raise SlidetilesError(f"the dataset is empty after filtering ({dataset}); loosen its filters")
+    ds.to_manifest(manifest)
+    _write_text(summary, ds.summary(show=False))
+    rows = ["tfrecord\tslide\tpatient\ttotal\tclipped"]
+    table = ds.slide_table()
+    for row in table.itertuples(index=False):
+        rows.append(f"{row.path}\t{row.slide}\t{row.patient}\t{row.total}\t{row.clipped}")
+    _write_text(tiles_per_slide, "\n".join(rows) + "\n")
+    log.info("%s: %d TFRecords, %d tiles", manifest, len(ds.tfrecords()), ds.num_tiles)
+
+
+def _write_text(path: str, text: str) -> None:
+    from slidetiles.io.writer import temporary_path_for
+
+    tmp = temporary_path_for(path)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,81 @@
+import os
+import re
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+from slidetiles.pipeline.discovery import ConfigError, plan_slides, check_config
+
+min_version("9.0")
+
+
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+try:
+    check_config(config)
+    SLIDE_JOBS = plan_slides(config)
+except ConfigError as error:
+    raise WorkflowError(f"config: {error}")
+
+JOBS_BY_TFRECORD = {job.tfrecord: job for job in SLIDE_JOBS}
+DEMO = config["demo"]
+DEMO_TILES = os.path.join(DEMO["out_dir"], "tiles")
+# TFRecord folders the workflow writes into; the per-slide rules only match paths inside them.
+TFRECORD_DIRS = sorted({os.path.dirname(job.tfrecord) for job in SLIDE_JOBS})
+TFRECORD_DIR_PATTERN = "|".join(re.escape(d) for d in TFRECORD_DIRS) or "(?!)"
+
+SCRIPTS = os.path.join(workflow.basedir, "scripts")
+
+
+wildcard_constraints:
+    tfrecord_dir=TFRECORD_DIR_PATTERN,
+    slide=r"[^/]+",
+    dataset=r"[^/]+",
+    plan=r"[^/]+",
+
+
+def slide_job(wildcards):
+    return JOBS_BY_TFRECORD[os.path.join(wildcards.tfrecord_dir, f"{wildcards.slide}.tfrecords")]
+
+
+def slide_tiles_input(wildcards):
+    """The slide's tile folder, or the demo's whole tile folder when the demo rule makes it."""
+    job = slide_job(wildcards)
+    return DEMO_TILES if job.from_demo else job.tiles_dir
+
+
+def slide_tiles_dir(wildcards):
+    return slide_job(wildcards).tiles_dir
+
+
+def dataset_sources(dataset):
+    return config["datasets"][dataset].get("sources") or sorted(config["sources"])
+
+
+def dataset_tfrecords(wildcards):
+    sources = dataset_sources(wildcards.dataset)
+    return [job.tfrecord for job in SLIDE_JOBS if job.source in sources]
+
+
+def dataset_indexes(wildcards):
+    sources = dataset_sources(wildcards.dataset)
+    return [job.index for job in SLIDE_JOBS if job.source in sources]
+
+
+def dataset_params(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def split_plan(wildcards):
+    return config["splits"][wildcards.plan]
+
+
+def split_manifest(wildcards):
+    return f"results/manifests/{config['splits'][wildcards.plan]['dataset']}.json"
+
+
+def all_targets():
+    targets = expand("results/manifests/{dataset}.json", dataset=sorted(config["datasets"]))
+    targets += expand("results/splits/{plan}.json", plan=sorted(config["splits"]))
+    targets.append("results/report.html")
+    return targets

@@ -1,0 +1,27 @@
+rule manifest:
+    """A filtered, clipped, balanced dataset -> results/manifests/<dataset>.json (+ its summary tables)."""
+    input:
+        tfrecords=dataset_tfrecords,
+        indexes=dataset_indexes,
+        annotations=config["annotations"],
+    output:
+        manifest="results/manifests/{dataset}.json",
+        summary="results/manifests/{dataset}.summary.txt",
+        tiles_per_slide="results/manifests/{dataset}.tiles_per_slide.tsv",
+    params:
+        dataset=dataset_params,
+        sources=config["sources"],
+        tile_px=config["tile_px"],
+        tile_um=config["tile_um"],
+        on_bad_input=config["on_bad_input"],
+    log:
+        "logs/manifest/{dataset}.log",
+    benchmark:
+        "results/benchmarks/manifest/{dataset}.tsv"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../../scripts/build_manifest.py"
