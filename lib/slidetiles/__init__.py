@@ -6,7 +6,8 @@
 
 from slidetiles import errors, io, tfrecord
 from slidetiles.tfrecord import TFRecord, multi_tfrecord_loader, tfrecord_loader
+from slidetiles.dataset import Dataset, load_project
 
 __version__ = "0.1.0"
 
-__all__ = ["TFRecord", "errors", "io", "multi_tfrecord_loader", "tfrecord", "tfrecord_loader", "__version__"]
+__all__ = ["Dataset", "TFRecord", "errors", "io", "load_project", "multi_tfrecord_loader", "tfrecord", "tfrecord_loader", "__version__"]

@@ -104,3 +104,33 @@ class TileImageError(SlidetilesError, ValueError):
 
 class SplitError(SlidetilesError, ValueError):
     """A training/validation split that cannot be made as asked (too few patients or sites, bad labels...)."""
+
+
+class DatasetError(SlidetilesError, ValueError):
+    """A Dataset that cannot be built or manipulated as asked (sources, filters, clipping, balancing...)."""
+
+
+class AnnotationsError(DatasetError):
+    """An annotations CSV or DataFrame that cannot be used: missing columns, duplicated or conflicting slides."""
+
+
+class StaleManifestError(SlidetilesError, ValueError):
+    """TFRecords changed or disappeared after a manifest counted their tiles.
+
+    Attributes:
+        path: the manifest file.
+        changed: TFRecords whose size or modification time differ from what the manifest recorded.
+        missing: TFRecords the manifest lists that no longer exist.
+    """
+
+    def __init__(self, path, changed=(), missing=(), message: str | None = None):
+        self.path = os.fspath(path)
+        self.changed = list(changed)
+        self.missing = list(missing)
+        if message is None:
+            count = len(self.changed) + len(self.missing)
+            message = f"{self.path}: {count} TFRecord(s) changed after the manifest was written"
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (self.__class__, (self.path, self.changed, self.missing, str(self)))

@@ -1,0 +1,230 @@
+"""The manifest JSON: a filtered Dataset written between pipeline stages and read by the loaders.
+
+Shape (``sort_keys=True, indent=2``; same Dataset, same bytes: no timestamps, weights as round-trip floats)::
+
+    {"format": "slidetiles-manifest", "version": 1,
+     "tile_px": 299, "tile_um": "10x", "label": "299px_10x",
+     "sources": {name: {"slides", "roi", "tiles", "tfrecords"}},
+     "annotations": {"path": CSV or null, "sha256": hex or null (no annotations)},
+     "filters": {column: [values]}, "filter_blank": [columns], "min_tiles": n,
+     "clip": {"max_tiles", "strategy", "headers"} or null, "balance": {"headers", "strategy"} or null,
+     "slides": {slide: {column: value, ...}},            # annotation row of every retained slide
+     "tfrecords": {path: {"slide", "patient", "total", "clipped", "weight", "size", "mtime_ns"}},
+     "unmatched": {"slides_without_tfrecord": [...], "tfrecords_without_annotation": [...]}}
+
+``size``/``mtime_ns`` are those of the TFRecord when its tiles were counted: a later stage compares them with the
+file on disk to notice a TFRecord rewritten after the manifest (:class:`~slidetiles.errors.StaleManifestError`).
+Paths are as the Dataset holds them; relative paths are relative to the working directory (Snakemake's
+convention).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+from slidetiles.dataset.annotations import annotations_from_rows
+from slidetiles.dataset.balancing import BalanceSpec
+from slidetiles.dataset.catalog import Catalog, make_frame
+from slidetiles.dataset.clipping import ClipSpec
+from slidetiles.dataset.sources import parse_sources
+from slidetiles.errors import DatasetError, StaleManifestError
+from slidetiles.io.writer import temporary_path_for
+
+if TYPE_CHECKING:
+    from slidetiles.dataset.dataset import Dataset
+
+FORMAT = "slidetiles-manifest"
+VERSION = 1
+#: Stale TFRecords listed in full in the error.
+SHOWN = 20
+
+
+def manifest_document(ds: "Dataset") -> dict:
+    """The manifest of ``ds`` as a JSON-ready dict."""
+    setup = ds._setup
+    sel = ds._selection()
+    table = sel.table
+    ann = setup.annotations
+    if ann is not None:
+        rows = ann.frame.loc[sorted(table["slide"])]
+        slides = {slide: record for slide, record in zip(rows.index, rows.to_dict("records"))}
+    else:
+        slides = {slide: {} for slide in sorted(table["slide"])}
+    tfrecords = {}
+    for row in table.itertuples(index=False):
+        tfrecords[row.path] = {
+            "slide": row.slide,
+            "patient": row.patient,
+            "total": int(row.total),
+            "clipped": int(row.clipped),
+            "weight": float(row.weight),
+            "size": int(row.size),
+            "mtime_ns": int(row.mtime_ns),
+        }
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "tile_px": setup.tile_px,
+        "tile_um": setup.tile_um,
+        "label": setup.label,
+        "sources": {s.name: s.folders() for s in setup.sources},
+        "annotations": {"path": ann.path if ann else None, "sha256": ann.sha256 if ann else None},
+        "filters": ds.filters,
+        "filter_blank": ds.filter_blank,
+        "min_tiles": ds.min_tiles,
+        "clip": ds.clipping,
+        "balance": ds.balancing,
+        "slides": slides,
+        "tfrecords": tfrecords,
+        "unmatched": {
+            "slides_without_tfrecord": list(sel.slides_without_tfrecord),
+            "tfrecords_without_annotation": list(sel.tfrecords_without_annotation),
+        },
+    }
+
+
+def write_manifest(document: dict, path: str | os.PathLike) -> str:
+    """Write ``document`` as JSON atomically (temporary file in the same folder, then rename)."""
+    path = os.fspath(path)
+    text = json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    tmp = temporary_path_for(path)
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Load a manifest, checking it is one (format and version)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: manifest not found") from None
+    except ValueError as exc:
+        raise DatasetError(f"{path}: not a JSON manifest ({exc}); re-run the rule that writes it") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise DatasetError(f"{path}: not a slidetiles manifest (no \"format\": \"{FORMAT}\")")
+    if document.get("version") != VERSION:
+        raise DatasetError(
+            f"{path}: manifest version {document.get('version')!r}, this slidetiles reads version {VERSION}; "
+            "re-run the rule that writes it"
+        )
+    return document
+
+
+def check_manifest(document: dict, path: str | os.PathLike) -> None:
+    """Raise :class:`StaleManifestError` naming every TFRecord that changed or disappeared since ``document``
+    was written (one ``stat`` per TFRecord)."""
+    changed, missing, lines = [], [], []
+    for tfrecord, entry in document["tfrecords"].items():
+        try:
+            stat = os.stat(tfrecord)
+        except FileNotFoundError:
+            missing.append(tfrecord)
+            lines.append(f"{tfrecord}: missing")
+            continue
+        if (stat.st_size, stat.st_mtime_ns) != (entry["size"], entry["mtime_ns"]):
+            changed.append(tfrecord)
+            lines.append(
+                f"{tfrecord}: size {entry['size']} -> {stat.st_size}, "
+                f"mtime_ns {entry['mtime_ns']} -> {stat.st_mtime_ns}"
+            )
+    if not lines:
+        return
+    path = os.fspath(path)
+    shown = "\n  ".join(lines[:SHOWN]) + (f"\n  ... ({len(lines)} in all)" if len(lines) > SHOWN else "")
+    relative = any(not os.path.isabs(p) for p in missing)
+    hint = f" (relative paths are read from the working directory, {os.getcwd()})" if relative else ""
+    raise StaleManifestError(
+        path,
+        changed,
+        missing,
+        f"{path}: {len(changed)} TFRecord(s) changed and {len(missing)} disappeared after this manifest counted "
+        f"their tiles{hint}:\n  {shown}\nThe tile counts are out of date: re-run the rule that writes this "
+        "manifest (e.g. `snakemake --forcerun <rule>`, or Dataset(...).to_manifest(path)).",
+    )
+
+
+def dataset_from_manifest(cls, path: str | os.PathLike, *, check: bool = True) -> "Dataset":
+    """Rebuild the Dataset a manifest describes (see :meth:`Dataset.from_manifest`)."""
+    from slidetiles.dataset.dataset import _Setup
+
+    path = os.fspath(path)
+    doc = read_manifest(path)
+    try:
+        if check:
+            check_manifest(doc, path)
+        sources = parse_sources(doc["sources"], path)
+        label = doc["label"]
+        ann_doc = doc["annotations"]
+        annotations = (
+            annotations_from_rows(doc["slides"], ann_doc["path"], ann_doc["sha256"])
+            if ann_doc["sha256"] is not None
+            else None
+        )
+        folders = {}
+        for source in sources.values():
+            folder = source.tfrecord_dir(label)
+            if folder is not None:
+                folders.setdefault(os.path.normpath(folder), source.name)
+        rows = [
+            (
+                tfrecord,
+                entry["slide"],
+                folders.get(os.path.normpath(os.path.dirname(tfrecord)), ""),
+                int(entry["total"]),
+                int(entry["size"]),
+                int(entry["mtime_ns"]),
+            )
+            for tfrecord, entry in doc["tfrecords"].items()
+        ]
+        unmatched = doc["unmatched"]
+        setup = _Setup(
+            config=None,
+            sources=tuple(sources.values()),
+            tile_px=doc["tile_px"],
+            tile_um=doc["tile_um"],
+            label=label,
+            annotations=annotations,
+            catalog=Catalog(make_frame(rows)),
+            origin=path,
+            recorded_unmatched=(
+                tuple(unmatched["slides_without_tfrecord"]),
+                tuple(unmatched["tfrecords_without_annotation"]),
+            ),
+        )
+        ds = cls._from_setup(
+            setup,
+            filters=doc["filters"],
+            filter_blank=doc["filter_blank"],
+            min_tiles=doc["min_tiles"],
+            clip=ClipSpec.from_json(doc["clip"]),
+            balance=BalanceSpec.from_json(doc["balance"]),
+        )
+        table = ds._selection().table
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DatasetError(
+            f"{path}: malformed manifest ({type(exc).__name__}: {exc}); re-run the rule that writes it"
+        ) from None
+    recorded = doc["tfrecords"]
+    if len(table) != len(recorded) or any(
+        (recorded.get(p, {}).get("clipped"), recorded.get(p, {}).get("weight")) != (c, w)
+        for p, c, w in zip(table["path"], table["clipped"].tolist(), table["weight"].tolist())
+    ):
+        raise DatasetError(
+            f"{path}: the recorded clipped counts or weights do not follow from the recorded filters, clip and "
+            "balance (was the file edited?); re-run the rule that writes it"
+        )
+    return ds

@@ -1,0 +1,275 @@
+"""Tile counts of many TFRecords from their index files, without reading the TFRecords.
+
+A Dataset of 10,000 slides must open in seconds, so the count of a TFRecord is the length of its index's
+``arr_0``, and only that is read: for our own ``.index.npz`` (written by :func:`slidetiles.io.tfrecord2idx.save_index`,
+uncompressed) a small parser reads the npy header of ``arr_0`` and the two scalars recording what the index was
+built from, in one ``open`` and one ``read``. Anything it does not recognise goes through
+:func:`slidetiles.io.tfrecord2idx.read_index`, which keeps the library's rules for staleness:
+
+- our index, TFRecord unchanged (size and mtime as recorded): the count is trusted;
+- no index, or our index but the TFRecord changed: the index is (re)built, in parallel processes;
+- someone else's index (Slideflow's npz, a text ``.index``, an ``.npy``): trusted if it ends where the TFRecord
+  ends, else :class:`~slidetiles.errors.StaleIndexError` (never overwritten behind the user's back).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import struct
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from slidetiles.errors import SlidetilesError
+from slidetiles.io import tfrecord2idx
+
+#: Index file suffixes in the order :func:`slidetiles.io.tfrecord2idx.find_index` looks for them.
+INDEX_SUFFIXES = (".index.npz", ".index", ".index.npy")
+
+_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
+_LOCAL_MAGIC = 0x04034B50
+_ZIP64_EXTRA = 0x0001
+_NPY_MAGIC = b"\x93NUMPY"
+_SHAPE = re.compile(rb"'shape':\s*\(([^)]*)\)")
+_DESCR = re.compile(rb"'descr':\s*'([^']*)'")
+_FORTRAN = re.compile(rb"'fortran_order':\s*(True|False)")
+
+
+@dataclass(frozen=True)
+class IndexHead:
+    """What a quick look at an index file gives: record count and, for ours, what it was built from."""
+
+    n: int
+    #: ``(tfrecord size, tfrecord mtime_ns)`` recorded by slidetiles, or None for a foreign index.
+    built_from: tuple[int, int] | None
+    #: Byte just past the last record (for foreign indexes, checked against the TFRecord size).
+    end: int | None
+
+
+def pick_index(stem: str, names: set[str]) -> str | None:
+    """Which index file of ``<stem>.tfrecords`` exists, given the file names of its folder (no extra syscalls)."""
+    for suffix in INDEX_SUFFIXES:
+        if stem + suffix in names:
+            return stem + suffix
+    return None
+
+
+def _npy_header(data: bytes, start: int) -> tuple[str, tuple[int, ...], bool, int] | None:
+    """``(descr, shape, fortran order, offset of the array data)`` of the .npy at ``start``, or None if unusual."""
+    if data[start : start + 6] != _NPY_MAGIC:
+        return None
+    major = data[start + 6]
+    if major == 1:
+        hlen = int.from_bytes(data[start + 8 : start + 10], "little")
+        hstart = start + 10
+    elif major in (2, 3):
+        hlen = int.from_bytes(data[start + 8 : start + 12], "little")
+        hstart = start + 12
+    else:
+        return None
+    header = data[hstart : hstart + hlen]
+    descr, shape, fortran = _DESCR.search(header), _SHAPE.search(header), _FORTRAN.search(header)
+    if not (descr and shape and fortran):
+        return None
+    try:
+        dims = tuple(int(part) for part in shape.group(1).split(b",") if part.strip())
+    except ValueError:
+        return None
+    if any(d < 0 for d in dims):
+        return None
+    return descr.group(1).decode("ascii"), dims, fortran.group(1) == b"True", hstart + hlen
+
+
+def _zip_members(data: bytes) -> dict[str, tuple[int, int]] | None:
+    """``{name: (data offset, size)}`` of the stored (uncompressed) members, walking local headers from byte 0."""
+    members = {}
+    pos = 0
+    while pos + _LOCAL_HEADER.size <= len(data):
+        fields = _LOCAL_HEADER.unpack_from(data, pos)
+        if fields[0] != _LOCAL_MAGIC:
+            break
+        flags, method, csize, usize, nlen, elen = fields[2], fields[3], fields[7], fields[8], fields[9], fields[10]
+        # Compressed members (savez_compressed) or sizes deferred to a data descriptor: not ours, take the slow path.
+        if method != 0 or flags & 0x08:
+            return None
+        name_start = pos + _LOCAL_HEADER.size
+        name = data[name_start : name_start + nlen].decode("utf-8", "replace")
+        extra = data[name_start + nlen : name_start + nlen + elen]
+        if csize == 0xFFFFFFFF:  # numpy writes zip64 members: the real size is in the extra field
+            csize = _zip64_csize(extra, usize == 0xFFFFFFFF)
+            if csize is None:
+                return None
+        start = name_start + nlen + elen
+        members[name] = (start, csize)
+        pos = start + csize
+    return members or None
+
+
+def _zip64_csize(extra: bytes, usize_first: bool) -> int | None:
+    """Compressed size from the zip64 extra field (which lists the uncompressed size first when it is there)."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, pos)
+        if tag == _ZIP64_EXTRA:
+            offset = pos + 4 + (8 if usize_first else 0)
+            if offset + 8 > pos + 4 + size:
+                return None
+            return int.from_bytes(extra[offset : offset + 8], "little")
+        pos += 4 + size
+    return None
+
+
+def _scalar(data: bytes, members, name: str) -> int | None:
+    member = members.get(name)
+    if member is None:
+        return None
+    head = _npy_header(data, member[0])
+    if head is None or head[0] != "<i8" or head[1] != ():
+        return None
+    return int.from_bytes(data[head[3] : head[3] + 8], "little", signed=True)
+
+
+def quick_head(index_file: str) -> IndexHead | None:
+    """Record count of an ``.index.npz`` read from its headers only; None when a full load is needed.
+
+    One ``open`` and one ``read`` of the file; ``arr_0``'s data is not parsed (for a foreign npz, only its last
+    row, to find where the last record ends).
+    """
+    if not index_file.endswith(".npz"):
+        return None
+    try:
+        with open(index_file, "rb", buffering=0) as f:
+            data = f.read()
+    except OSError:
+        return None
+    members = _zip_members(data)
+    if not members or "arr_0.npy" not in members:
+        return None
+    head = _npy_header(data, members["arr_0.npy"][0])
+    if head is None:
+        return None
+    descr, shape, fortran, data_start = head
+    if descr != "<i8" or not (shape == (0,) or (len(shape) == 2 and shape[1] == 2)):
+        return None
+    # The record count is the first dimension in either memory order (``build_index`` writes a transposed,
+    # Fortran-ordered array; Slideflow writes C order).
+    n = shape[0]
+    size, mtime = _scalar(data, members, "tfrecord_size.npy"), _scalar(data, members, "tfrecord_mtime_ns.npy")
+    version = _scalar(data, members, "slidetiles_index.npy")
+    if size is not None and mtime is not None and version is not None:
+        return IndexHead(n, (size, mtime), None)
+    if n == 0:
+        return IndexHead(0, None, 0)
+    if data_start + n * 16 > len(data):
+        return None
+    if fortran:  # column-major: every start, then every length
+        (start,) = struct.unpack_from("<q", data, data_start + (n - 1) * 8)
+        (length,) = struct.unpack_from("<q", data, data_start + (2 * n - 1) * 8)
+    else:
+        start, length = struct.unpack_from("<qq", data, data_start + (n - 1) * 16)
+    return IndexHead(n, None, start + length)
+
+
+def count_from_index(tfrecord: str) -> tuple[int, tuple[int, int] | None]:
+    """``(tiles, (size, mtime_ns) the count was computed from or None)`` via :func:`tfrecord2idx.read_index`.
+
+    Builds or rebuilds the index when missing or stale (our own), exactly as ``read_index(create=True)`` does.
+    """
+    index = tfrecord2idx.read_index(tfrecord, create=True)
+    return len(index), index.built_from
+
+
+def _count_worker(path: str) -> tuple[str, int | None, tuple[int, int] | None, str | None]:
+    # Runs in a pool process: errors travel back as text, since not every error class pickles.
+    try:
+        n, built_from = count_from_index(path)
+        return path, n, built_from, None
+    except (SlidetilesError, OSError) as exc:
+        return path, None, None, f"{type(exc).__name__}: {exc}"
+
+
+def _rebuild_worker(path: str) -> tuple[str, int | None, tuple[int, int] | None, str | None]:
+    try:
+        index = tfrecord2idx.build_index(path)
+        tfrecord2idx.save_index(path, index.arr_0, index.locations)
+        return path, len(index), index.built_from, None
+    except (SlidetilesError, OSError) as exc:
+        return path, None, None, f"{type(exc).__name__}: {exc}"
+
+
+def run_parallel(function, paths: Sequence[str], *, jobs: int | None, description: str, progress: bool | None):
+    """``function(path)`` for every path, in ``jobs`` processes (in this one for a single path or job), with a
+    tqdm progress bar on stderr (shown when stderr is a terminal unless ``progress`` says otherwise)."""
+    jobs = (os.cpu_count() or 1) if jobs is None else max(1, int(jobs))
+    jobs = min(jobs, len(paths))
+    if multiprocessing.current_process().daemon:
+        jobs = 1  # a daemonic process (e.g. a DataLoader worker) may not start children
+    disable = None if progress is None else not progress
+    results = []
+    with tqdm(total=len(paths), desc=description, unit="file", disable=disable, file=sys.stderr) as bar:
+        if jobs <= 1:
+            for path in paths:
+                results.append(function(path))
+                bar.update()
+        else:
+            chunk = max(1, min(64, len(paths) // (jobs * 8)))
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                for result in pool.map(function, paths, chunksize=chunk):
+                    results.append(result)
+                    bar.update()
+    return results
+
+
+def count_tiles(
+    entries: Iterable[tuple[str, int, int, str | None]],
+    *,
+    jobs: int | None = None,
+    progress: bool | None = None,
+) -> tuple[dict[str, tuple[int, int, int]], dict[str, str]]:
+    """Tile counts of TFRecords given as ``(path, size, mtime_ns, index file or None)``.
+
+    Returns ``({path: (tiles, size, mtime_ns)}, {path: error})``; ``size``/``mtime_ns`` are those the count
+    was computed from. An empty (0-byte) TFRecord counts 0 tiles without an index. Indexes that are missing
+    or stale are built by :func:`run_parallel`.
+    """
+    counts: dict[str, tuple[int, int, int]] = {}
+    pending: list[str] = []
+    stats: dict[str, tuple[int, int]] = {}
+    for path, size, mtime_ns, index_file in entries:
+        stats[path] = (size, mtime_ns)
+        if size == 0:
+            counts[path] = (0, size, mtime_ns)
+            continue
+        head = quick_head(index_file) if index_file else None
+        if head is not None:
+            if head.built_from == (size, mtime_ns) or (head.built_from is None and head.end == size):
+                counts[path] = (head.n, size, mtime_ns)
+                continue
+        pending.append(path)
+    errors: dict[str, str] = {}
+    if pending:
+        for path, n, built_from, error in run_parallel(
+            _count_worker, pending, jobs=jobs, description="indexing TFRecords", progress=progress
+        ):
+            if error is not None:
+                errors[path] = error
+            else:
+                size, mtime_ns = built_from if built_from is not None else stats[path]
+                counts[path] = (n, size, mtime_ns)
+    return counts, errors
+
+
+def rebuild_indexes(paths: Sequence[str], *, jobs: int | None = None, progress: bool | None = None) -> dict[str, str]:
+    """Rewrite ``<slide>.index.npz`` of every path (also current and foreign ones); returns ``{path: error}``."""
+    errors = {}
+    for path, _n, _built, error in run_parallel(
+        _rebuild_worker, list(paths), jobs=jobs, description="rebuilding indexes", progress=progress
+    ):
+        if error is not None:
+            errors[path] = error
+    return errors
