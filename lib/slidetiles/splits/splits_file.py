@@ -1,0 +1,474 @@
+"""``splits.json``: saved splits in Slideflow's format, with what Slideflow lacks carried in extra keys.
+
+The file is a JSON list; each entry is one saved split. Slideflow reads ``strategy``, ``patients`` and
+``tfrecords`` and ignores every other key, so entries written here stay readable by Slideflow, and entries written
+by Slideflow are reused here as they are. An entry written by slidetiles looks like this (``k-fold``, k = 2)::
+
+    {
+      "strategy": "k-fold",
+      "patients": {
+        "p1": {"outcome_label": "A", "slides": ["s1", "s2"]},
+        "p2": {"outcome_label": "B", "slides": ["s3"]}, ...
+      },
+      "tfrecords": {"k-fold-1": ["s1", "s2", ...], "k-fold-2": ["s3", ...]},
+      "k_fold": 2,
+      "fraction": null,
+      "seed": 0,
+      "model_type": "categorical",
+      "validation": {"1": ["s1", "s2", ...], "2": ["s3", ...]},
+      "fingerprint": "3f0c...e1",
+      "created_by": "slidetiles 0.1.0"
+    }
+
+* ``tfrecords``: Slideflow's key. For k-fold strategies ``k-fold-i`` lists the slides validated in iteration ``i``
+  (training is every other fold); for ``fixed``, ``training`` and ``validation``.
+* ``validation``: the same answer for every strategy, iteration (1-based, as a string) to validation slides.
+* ``seed``, ``fraction``, ``k_fold``, ``model_type``: the inputs Slideflow does not record.
+* ``fingerprint``: sha256 of a canonical JSON of the inputs (patients, slides, labels, sites, strategy, k, fraction,
+  seed, and the fold column for ``k-fold-manual``), so a reviewer can check a split was made from the data claimed
+  (:func:`split_fingerprint`).
+* ``k-fold-preserved-site`` adds ``sites`` (site -> 1-based fold) and ``solver`` (objective, bound, gap,
+  proved_optimal, method); ``k-fold-manual`` adds ``k_fold_header`` and ``manual_folds`` (fold number -> value).
+* Patients carry ``site`` only for preserved-site splits, as in Slideflow.
+
+No timestamps, sorted lists and a fixed key order: the same inputs give the same bytes (given the same slidetiles
+version, which ``created_by`` names).
+
+Writers hold an exclusive ``fcntl.flock`` on ``<path>.lock`` for the whole read-modify-write and replace the file
+atomically, so two processes (say, two Snakemake jobs for two folds) never lose each other's entries and a reader
+never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import stat
+import warnings
+
+import pandas as pd
+
+from slidetiles.errors import SplitError
+from slidetiles.splits.cohort import SplitWarning, label_values, listing
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, single writers only.
+    fcntl = None
+
+#: Strategies saved to (and reused from) splits.json. ``bootstrap`` draws fresh every run and ``none`` has no split.
+SAVED_STRATEGIES = ("fixed", "k-fold", "k-fold-manual", "k-fold-preserved-site")
+
+_FOLD_KEY = re.compile(r"^k-fold-(\d+)$")
+
+
+def load_splits(path: str | os.PathLike) -> list[dict]:
+    """The saved splits in ``path``: ``[]`` when the file does not exist or is empty.
+
+    Raises:
+        SplitError: the file is not JSON or not a list of objects (the message names the file).
+
+    Example:
+        >>> load_splits("does/not/exist.json")
+        []
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    if not text.strip():
+        return []
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SplitError(f"{path}: not valid JSON ({e}); fix or move the file") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SplitError(f"{path}: a splits file must be a JSON list of objects (Slideflow's format)")
+    return entries
+
+
+def dumps_splits(entries: list[dict]) -> str:
+    """The file's text: 2-space indented JSON in the entries' own key order, ending with a newline."""
+    return json.dumps(entries, indent=2, sort_keys=False, ensure_ascii=True) + "\n"
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _json_label(label):
+    if label is None:
+        return None
+    if isinstance(label, (int, float)) or hasattr(label, "dtype"):
+        return float(label)
+    return str(label)
+
+
+def split_fingerprint(table: pd.DataFrame, strategy: str, k: int, fraction: float | None, seed: int | None,
+                      model_type: str, extra: dict | None = None) -> str:
+    """sha256 (hex) of a canonical JSON of a split's inputs.
+
+    Covers each patient's slides, label and site, plus strategy, k, fraction, seed, model type and ``extra`` (the
+    manual fold of each patient for ``k-fold-manual``). Independent of row order, hash seed and platform.
+
+    Example:
+        >>> table = pd.DataFrame({"slides": [["s1"]], "label": ["A"], "site": [None]},
+        ...                      index=pd.Index(["p1"], name="patient"))
+        >>> len(split_fingerprint(table, "k-fold", 3, None, 0, "categorical"))
+        64
+    """
+    patients = [[str(p), sorted(str(s) for s in slides), _json_label(label), None if site is None else str(site)]
+                for p, slides, label, site in zip(table.index, table["slides"], table["label"], table["site"])]
+    payload = {
+        "format": 1,
+        "strategy": strategy,
+        "k": int(k),
+        "fraction": fraction,
+        "seed": seed,
+        "model_type": model_type,
+        "patients": sorted(patients),
+        "extra": extra or {},
+    }
+    return hashlib.sha256(_canonical(payload).encode("ascii")).hexdigest()
+
+
+def make_entry(table: pd.DataFrame, *, strategy: str, validation_patients: list[list[str]], seed: int,
+               fraction: float | None, model_type: str, extra: dict | None = None,
+               fingerprint_extra: dict | None = None) -> dict:
+    """A splits.json entry for ``table`` split into ``validation_patients`` (one list per iteration).
+
+    ``extra`` holds strategy-specific keys appended after the common ones (``sites``/``solver``,
+    ``k_fold_header``/``manual_folds``); ``fingerprint_extra`` what the fingerprint must cover beyond the table.
+
+    Example:
+        >>> table = pd.DataFrame({"slides": [["s1"], ["s2"]], "label": ["A", "B"], "site": [None, None]},
+        ...                      index=pd.Index(["p1", "p2"], name="patient"))
+        >>> entry = make_entry(table, strategy="k-fold", validation_patients=[["p1"], ["p2"]], seed=0,
+        ...                    fraction=None, model_type="categorical")
+        >>> entry["tfrecords"], entry["validation"]
+        ({'k-fold-1': ['s1'], 'k-fold-2': ['s2']}, {'1': ['s1'], '2': ['s2']})
+    """
+    from slidetiles import __version__
+
+    slides_of = {str(p): sorted(str(s) for s in slides) for p, slides in zip(table.index, table["slides"])}
+    patients = {}
+    with_site = strategy == "k-fold-preserved-site"
+    for p, label, site in zip(table.index, table["label"], table["site"]):
+        record = {"outcome_label": _json_label(label), "slides": slides_of[str(p)]}
+        if with_site:
+            record["site"] = None if site is None else str(site)
+        patients[str(p)] = record
+    validation = [sorted(s for p in fold for s in slides_of[str(p)]) for fold in validation_patients]
+    if strategy == "fixed":
+        held_out = set(validation[0])
+        training = sorted(s for slides in slides_of.values() for s in slides if s not in held_out)
+        tfrecords = {"training": training, "validation": validation[0]}
+        k = 1
+    else:
+        tfrecords = {f"k-fold-{i}": fold for i, fold in enumerate(validation, start=1)}
+        k = len(validation)
+    entry = {
+        "strategy": strategy,
+        "patients": patients,
+        "tfrecords": tfrecords,
+        "k_fold": k,
+        "fraction": fraction,
+        "seed": seed,
+        "model_type": model_type,
+        "validation": {str(i): fold for i, fold in enumerate(validation, start=1)},
+    }
+    entry.update(extra or {})
+    entry["fingerprint"] = split_fingerprint(table, strategy, k, fraction, seed, model_type, fingerprint_extra)
+    entry["created_by"] = f"slidetiles {__version__}"
+    return entry
+
+
+def _fold_count(tfrecords: dict) -> int | None:
+    """k of a k-fold entry: its ``k-fold-i`` keys must be exactly 1..k."""
+    numbers = sorted(int(m.group(1)) for key in tfrecords if (m := _FOLD_KEY.match(str(key))))
+    if not numbers or numbers != list(range(1, len(numbers) + 1)) or len(numbers) != len(tfrecords):
+        return None
+    return len(numbers)
+
+
+def _same_label(stored, ours, index_of: dict, model_type: str) -> bool:
+    # Slideflow stores a linear outcome as a one-element list (one value per outcome column).
+    if isinstance(stored, list) and len(stored) == 1:
+        stored = stored[0]
+    if ours is None:
+        return stored is None
+    if isinstance(stored, bool):
+        return False
+    if model_type == "linear":
+        return isinstance(stored, (int, float)) and float(stored) == float(ours)
+    if isinstance(stored, str):
+        return stored == ours
+    # Slideflow's training path stores categorical outcomes as the index of the label among the sorted labels.
+    return isinstance(stored, int) and index_of.get(ours) == stored
+
+
+def _labels_match(patients: dict, table: pd.DataFrame, model_type: str) -> bool:
+    labels = label_values(table)
+    index_of = {label: i for i, label in enumerate(labels)} if labels != [None] else {}
+    for p, ours in zip(table.index, table["label"]):
+        record = patients.get(str(p))
+        if not isinstance(record, dict):
+            return False
+        ours = None if ours is None or (isinstance(ours, float) and math.isnan(ours)) else ours
+        if not _same_label(record.get("outcome_label"), ours, index_of, model_type):
+            return False
+    return True
+
+
+def _sites_match(patients: dict, table: pd.DataFrame) -> bool:
+    return all(isinstance(patients[str(p)], dict) and patients[str(p)].get("site") == (None if s is None else str(s))
+               for p, s in zip(table.index, table["site"]))
+
+
+def _validation_sizes(n: int, fraction: float) -> set[int]:
+    from slidetiles.splits.strategies import _validation_count
+
+    # Slideflow truncates (int(fraction * n)); slidetiles rounds half up. Either reading of the fraction will do.
+    return {int(fraction * n), _validation_count(n, fraction)}
+
+
+def entry_validation_patients(entry: dict) -> list[list[str]]:
+    """The validation patients of each iteration of a saved entry, checked for consistency.
+
+    Works on Slideflow's own entries (which list slides, not patients): every listed slide must belong to a patient
+    of the entry, no patient may sit in two folds, and every patient must be placed.
+
+    Raises:
+        SplitError: the entry is inconsistent (the message says how).
+
+    Example:
+        >>> entry = {"strategy": "k-fold", "patients": {"p1": {"outcome_label": "A", "slides": ["s1"]},
+        ...          "p2": {"outcome_label": "B", "slides": ["s2"]}}, "tfrecords": {"k-fold-1": ["s2"],
+        ...          "k-fold-2": ["s1"]}}
+        >>> entry_validation_patients(entry)
+        [['p2'], ['p1']]
+    """
+    patients = entry.get("patients")
+    tfrecords = entry.get("tfrecords")
+    if not isinstance(patients, dict) or not isinstance(tfrecords, dict):
+        raise SplitError("saved split lacks 'patients' or 'tfrecords'")
+    owner: dict[str, str] = {}
+    for p, record in patients.items():
+        for s in (record or {}).get("slides", []) if isinstance(record, dict) else []:
+            if owner.setdefault(str(s), str(p)) != str(p):
+                raise SplitError(f"saved split lists slide {s} under two patients ({owner[str(s)]}, {p})")
+    if entry.get("strategy") == "fixed":
+        keys = ["validation", "training"]
+        if any(key not in tfrecords for key in keys):
+            raise SplitError("saved fixed split lacks tfrecords 'training' or 'validation'")
+    else:
+        k = _fold_count(tfrecords)
+        if k is None:
+            raise SplitError(f"saved split has fold keys {listing(sorted(tfrecords))}, not k-fold-1..k-fold-k")
+        keys = [f"k-fold-{i}" for i in range(1, k + 1)]
+    where: dict[str, str] = {}
+    groups: list[list[str]] = []
+    for key in keys:
+        members = set()
+        for s in tfrecords[key]:
+            p = owner.get(str(s))
+            if p is None:
+                raise SplitError(f"saved split lists slide {s} under {key!r} but under no patient")
+            if where.setdefault(p, key) != key:
+                raise SplitError(f"saved split puts patient {p} in both {where[p]!r} and {key!r}")
+            members.add(p)
+        groups.append(sorted(members))
+    unplaced = sorted(set(str(p) for p in patients) - set(where))
+    if unplaced:
+        raise SplitError(f"saved split places no slide of patients {listing(unplaced)}")
+    return groups[:1] if entry.get("strategy") == "fixed" else groups
+
+
+def find_matching(entries: list[dict], strategy: str, k: int, fraction: float | None,
+                  patients_table: pd.DataFrame, *, seed: int | None = None, model_type: str = "categorical",
+                  folds: list[list[str]] | None = None) -> tuple[int, dict] | None:
+    """The first saved split to reuse for these inputs, as ``(index, entry)``, or None.
+
+    An entry matches when its strategy, fold count (k-fold strategies), exact patient set and per-patient labels
+    match, plus each patient's site for ``k-fold-preserved-site``: what Slideflow compares. Labels match as strings
+    or, for entries from Slideflow's training code, as the index of the label among the sorted labels; linear
+    labels match as numbers (a one-element list counts as its element). Then:
+
+    * entries written by slidetiles (they carry ``seed``) must also match ``seed`` (unless ``seed`` is None),
+      ``fraction`` and ``model_type``;
+    * Slideflow's own ``fixed`` entries have no fraction, so their validation size must be what ``fraction`` gives
+      (Slideflow truncates, slidetiles rounds: either);
+    * ``folds`` (patients per fold), when given, must equal the saved folds: ``k-fold-manual`` passes the folds read
+      from the annotations, so a changed fold column never reuses a stale split.
+
+    Slides are not compared (Slideflow does not either): a saved split assigns patients, and a patient's new or
+    missing slide follows the patient (the planner warns).
+
+    Example:
+        >>> find_matching([], "k-fold", 3, None, table)  # doctest: +SKIP
+    """
+    wanted = sorted(str(p) for p in patients_table.index)
+    n = len(wanted)
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("strategy") != strategy:
+            continue
+        tfrecords, patients = entry.get("tfrecords"), entry.get("patients")
+        if not isinstance(tfrecords, dict) or not isinstance(patients, dict):
+            continue
+        if strategy == "fixed":
+            if "validation" not in tfrecords or "training" not in tfrecords:
+                continue
+        elif _fold_count(tfrecords) != k:
+            continue
+        if sorted(str(p) for p in patients) != wanted:
+            continue
+        if not _labels_match(patients, patients_table, model_type):
+            continue
+        if strategy == "k-fold-preserved-site" and not _sites_match(patients, patients_table):
+            continue
+        if "seed" in entry:
+            if seed is not None and entry.get("seed") != seed:
+                continue
+            if entry.get("model_type", model_type) != model_type:
+                continue
+            if strategy == "fixed" and not _same_number(entry.get("fraction"), fraction):
+                continue
+        elif strategy == "fixed" and fraction is not None:
+            if len(_checked_groups(entry, index)[0]) not in _validation_sizes(n, fraction):
+                continue
+        if folds is not None and _checked_groups(entry, index) != [sorted(f) for f in folds]:
+            continue
+        return index, entry
+    return None
+
+
+def _checked_groups(entry: dict, index: int) -> list[list[str]]:
+    try:
+        return entry_validation_patients(entry)
+    except SplitError as e:
+        raise SplitError(f"saved split #{index}: {e}") from None
+
+
+def _same_number(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return float(a) == float(b)
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike):
+    """Hold an exclusive lock on ``<path>.lock`` (created beside the file and left there).
+
+    ``flock`` locks are per open file, so this must not be nested on the same path in one process. On a read-only
+    folder no lock can be taken; reading still works, and a write then fails with a clear error.
+    """
+    lock_path = os.fspath(path) + ".lock"
+    try:
+        handle = open(lock_path, "a")
+    except OSError:
+        yield False
+        return
+    with handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    from slidetiles.io.writer import temporary_path_for
+
+    tmp = temporary_path_for(path)
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        # Keep the mode of the file we replace (group-writable in a shared project folder, say).
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _prepare_folder(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    with contextlib.suppress(OSError):
+        os.makedirs(folder, exist_ok=True)
+
+
+def _append_unlocked(path: str, entries: list[dict], entry: dict, had_lock: bool) -> int:
+    if not had_lock:
+        raise SplitError(f"{path}: cannot create the lock file {path}.lock to save the split; is the folder writable?")
+    entries.append(entry)
+    try:
+        _write_atomic(path, dumps_splits(entries))
+    except OSError as e:
+        raise SplitError(f"{path}: cannot save the split ({e.strerror or e})") from e
+    return len(entries) - 1
+
+
+def append_split(path: str | os.PathLike, entry: dict) -> int:
+    """Append ``entry`` to the splits file at ``path`` (created if missing); returns its index.
+
+    Read, append and atomic replace happen under the file's lock, so concurrent writers never lose an entry.
+
+    Example:
+        >>> append_split("splits.json", entry)  # doctest: +SKIP
+        0
+    """
+    path = os.fspath(path)
+    _prepare_folder(path)
+    with locked(path) as had_lock:
+        return _append_unlocked(path, load_splits(path), entry, had_lock)
+
+
+def reuse_or_append(path: str | os.PathLike, find, build) -> tuple[int, dict, bool]:
+    """Reuse a saved split or save a new one, as one step under the file's lock.
+
+    ``find(entries)`` returns ``(index, entry)`` or None; ``build()`` makes the new entry. Holding the lock from the
+    read to the write means parallel jobs asking for the same split all end up with the first one saved, even when
+    building it is not deterministic (a solver stopped by its time limit).
+
+    Returns:
+        ``(index, entry, reused)``.
+    """
+    path = os.fspath(path)
+    _prepare_folder(path)
+    with locked(path) as had_lock:
+        entries = load_splits(path)
+        found = find(entries)
+        if found is not None:
+            return found[0], found[1], True
+        entry = build()
+        return _append_unlocked(path, entries, entry, had_lock), entry, False
+
+
+def warn_changed_slides(entry: dict, table: pd.DataFrame, path: str, index: int) -> None:
+    """Warn when a reused entry's patients now have other slides than those it saved (they follow the patient)."""
+    changed = []
+    for p, slides in zip(table.index, table["slides"]):
+        saved = entry["patients"][str(p)].get("slides", [])
+        if sorted(str(s) for s in saved) != sorted(slides):
+            changed.append(str(p))
+    if changed:
+        warnings.warn(f"{path}: reusing saved split #{index}, but patients {listing(changed)} now have other slides "
+                      f"than it lists; their current slides follow them to the saved side", SplitWarning, stacklevel=3)
