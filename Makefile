@@ -30,7 +30,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/snakemake --cores $(CORES)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
+	@echo
+	@echo "Results:  results/report.html (open in a browser)"
+	@echo "          results/manifests/<dataset>.json, results/splits/<plan>.json (+ .png/.svg plots)"
+	@echo "          results/tfrecords/<source>/<label>/<slide>.tfrecords (+ .index.npz)"
+	@echo "Logs:     logs/<rule>/...   Timings: results/benchmarks/<rule>/..."
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,10 +1,20 @@
 import os
 import re
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from slidetiles.pipeline.discovery import ConfigError, plan_slides, check_config
+# The library lives in lib/: importable here and in every job (they inherit PYTHONPATH, locally and on SLURM)
+# whether or not it is pip-installed in the environment, e.g. a --use-conda rule environment.
+LIB = os.path.join(workflow.basedir, "lib")
+sys.path.insert(0, LIB)
+# Set, not required from the user, so there is nothing for an envvars: directive to assert.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [LIB, os.environ.get("PYTHONPATH")]))
+)
+
+from slidetiles.pipeline.discovery import ConfigError, check_config, plan_slides
 
 min_version("9.0")
 
@@ -24,8 +34,6 @@ DEMO_TILES = os.path.join(DEMO["out_dir"], "tiles")
 TFRECORD_DIRS = sorted({os.path.dirname(job.tfrecord) for job in SLIDE_JOBS})
 TFRECORD_DIR_PATTERN = "|".join(re.escape(d) for d in TFRECORD_DIRS) or "(?!)"
 
-SCRIPTS = os.path.join(workflow.basedir, "scripts")
-
 
 wildcard_constraints:
     tfrecord_dir=TFRECORD_DIR_PATTERN,
@@ -35,7 +43,9 @@ wildcard_constraints:
 
 
 def slide_job(wildcards):
-    return JOBS_BY_TFRECORD[os.path.join(wildcards.tfrecord_dir, f"{wildcards.slide}.tfrecords")]
+    return JOBS_BY_TFRECORD[
+        os.path.join(wildcards.tfrecord_dir, f"{wildcards.slide}.tfrecords")
+    ]
 
 
 def slide_tiles_input(wildcards):
@@ -75,7 +85,9 @@ def split_manifest(wildcards):
 
 
 def all_targets():
-    targets = expand("results/manifests/{dataset}.json", dataset=sorted(config["datasets"]))
+    targets = expand(
+        "results/manifests/{dataset}.json", dataset=sorted(config["datasets"])
+    )
     targets += expand("results/splits/{plan}.json", plan=sorted(config["splits"]))
     targets.append("results/report.html")
     return targets

@@ -5,15 +5,17 @@ if DEMO["enabled"]:
         output:
             tiles=directory(DEMO_TILES),
             annotations=os.path.join(DEMO["out_dir"], "annotations.csv"),
-        params:
-            demo=DEMO,
-            tile_px=config["tile_px"],
         log:
             "logs/demo_tiles.log",
         benchmark:
             "results/benchmarks/demo_tiles.tsv"
+        conda:
+            "../../environment.yml"
         resources:
             mem_mb=1000,
             runtime=20,
+        params:
+            demo=DEMO,
+            tile_px=config["tile_px"],
         script:
             "../../scripts/make_demo.py"

@@ -8,20 +8,22 @@ rule manifest:
         manifest="results/manifests/{dataset}.json",
         summary="results/manifests/{dataset}.summary.txt",
         tiles_per_slide="results/manifests/{dataset}.tiles_per_slide.tsv",
+    log:
+        "logs/manifest/{dataset}.log",
+    benchmark:
+        "results/benchmarks/manifest/{dataset}.tsv"
+    localrule: True
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         dataset=dataset_params,
         sources=config["sources"],
         tile_px=config["tile_px"],
         tile_um=config["tile_um"],
         on_bad_input=config["on_bad_input"],
-    log:
-        "logs/manifest/{dataset}.log",
-    benchmark:
-        "results/benchmarks/manifest/{dataset}.tsv"
-    localrule: True
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
     script:
         "../../scripts/build_manifest.py"

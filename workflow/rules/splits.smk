@@ -8,18 +8,24 @@ rule split:
         manifest=split_manifest,
     output:
         splits="results/splits/{plan}.json",
-        png=report("results/splits/{plan}.png", category="Splits", caption="../report/split.rst"),
+        png=report(
+            "results/splits/{plan}.png",
+            category="Splits",
+            caption="../report/split.rst",
+        ),
         svg="results/splits/{plan}.svg",
-    params:
-        plan=split_plan,
     log:
         "logs/split/{plan}.log",
     benchmark:
         "results/benchmarks/split/{plan}.tsv"
     localrule: True
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        plan=split_plan,
     script:
         "../../scripts/make_split.py"

@@ -4,20 +4,22 @@ rule tfrecord:
         tiles=slide_tiles_input,
     output:
         tfrecord="{tfrecord_dir}/{slide}.tfrecords",
-    params:
-        tiles_dir=slide_tiles_dir,
-        coord_pattern=config["coord_pattern"],
-        on_bad_input=config["on_bad_input"],
     log:
         "logs/tfrecord/{tfrecord_dir}/{slide}.log",
     benchmark:
         "results/benchmarks/tfrecord/{tfrecord_dir}/{slide}.tsv"
     group:
         "per_slide"
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
+    params:
+        tiles_dir=slide_tiles_dir,
+        coord_pattern=config["coord_pattern"],
+        on_bad_input=config["on_bad_input"],
     script:
         "../../scripts/write_tfrecord.py"
 
@@ -34,6 +36,8 @@ rule tfrecord_index:
         "results/benchmarks/tfrecord_index/{tfrecord_dir}/{slide}.tsv"
     group:
         "per_slide"
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=500,

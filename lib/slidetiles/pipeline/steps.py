@@ -18,7 +18,9 @@ log = logging.getLogger("slidetiles.pipeline")
 
 def run_rule(snakemake, step, **kwargs) -> None:
     """Run ``step(**kwargs)`` for a Snakemake ``script:``, logging to the rule's log file."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)  # the log file gets everything; the terminal only what needs a look
+    handlers: list[logging.Handler] = [console]
     if snakemake.log:
         os.makedirs(os.path.dirname(str(snakemake.log[0])) or ".", exist_ok=True)
         handlers.append(logging.FileHandler(str(snakemake.log[0]), mode="w"))
@@ -139,3 +141,52 @@ def _write_text(path: str, text: str) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+# -- splits ----------------------------------------------------------------------------------------------------------
+def make_split(*, manifest: str, plan: dict, splits: str, png: str, svg: str) -> None:
+    """One split plan over a manifest's slides -> splits JSON (Slideflow's format) and composition plots.
+
+    The JSON holds the one entry this plan gives, computed afresh from the manifest and the plan (Snakemake
+    removes outputs before a job runs), so the same inputs and seed give the same bytes. Strategies Slideflow
+    never saves (``bootstrap``, ``none``) are recorded in the same format so every plan leaves an artifact.
+    """
+    from slidetiles.dataset import Dataset
+    from slidetiles.splits import plan_split
+    from slidetiles.splits.plots import plot_split_composition
+    from slidetiles.splits.splits_file import dumps_splits, make_entry
+
+    dataset = Dataset.from_manifest(manifest)
+    result = plan_split(
+        dataset.annotations,
+        model_type=plan.get("model_type", "categorical"),
+        labels=plan.get("labels"),
+        strategy=plan.get("strategy", "k-fold"),
+        fraction=plan.get("fraction"),
+        k_fold=plan.get("k", 3),
+        k_fold_header=plan.get("k_fold_header"),
+        site_labels=plan.get("site_column", "site"),
+        seed=plan.get("seed", 0),
+        time_limit=plan.get("time_limit", 10.0),
+    )
+    entry = result.entry or make_entry(
+        result.patients,
+        strategy=result.strategy,
+        validation_patients=result.validation_patients,
+        seed=result.seed,
+        fraction=result.fraction,
+        model_type=result.model_type,
+    )
+    _write_text(splits, dumps_splits([entry]))
+    for path in (png, svg):
+        plot_split_composition(result, path)
+    log.info("%s: %s, %d iteration(s) over %d slides", splits, result.strategy, result.k, len(result.slides))
+
+
+# -- report ----------------------------------------------------------------------------------------------------------
+def make_report(*, manifests: list[str], summaries: list[str], splits: list[str], plots: list[str], html: str) -> None:
+    """A self-contained HTML page: dataset summaries, tiles per slide, split compositions, stage timings."""
+    from slidetiles.pipeline.report import render_report
+
+    _write_text(html, render_report(manifests=manifests, summaries=summaries, splits=splits, plots=plots))
+    log.info("wrote %s", html)

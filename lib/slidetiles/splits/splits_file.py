@@ -17,7 +17,7 @@ by Slideflow are reused here as they are. An entry written by slidetiles looks l
       "model_type": "categorical",
       "validation": {"1": ["s1", "s2", ...], "2": ["s3", ...]},
       "fingerprint": "3f0c...e1",
-      "created_by": "slidetiles 0.1.0"
+      "created_by": "slidetiles"
     }
 
 * ``tfrecords``: Slideflow's key. For k-fold strategies ``k-fold-i`` lists the slides validated in iteration ``i``
@@ -31,8 +31,9 @@ by Slideflow are reused here as they are. An entry written by slidetiles looks l
   proved_optimal, method); ``k-fold-manual`` adds ``k_fold_header`` and ``manual_folds`` (fold number -> value).
 * Patients carry ``site`` only for preserved-site splits, as in Slideflow.
 
-No timestamps, sorted lists and a fixed key order: the same inputs give the same bytes (given the same slidetiles
-version, which ``created_by`` names).
+No timestamps, no version, sorted lists and a fixed key order: the same inputs give the same bytes, also with a
+later slidetiles release (a paper's split must regenerate byte for byte a year on; the fingerprint, not a version
+string, records what it was made from).
 
 Writers hold an exclusive ``fcntl.flock`` on ``<path>.lock`` for the whole read-modify-write and replace the file
 atomically, so two processes (say, two Snakemake jobs for two folds) never lose each other's entries and a reader
@@ -154,8 +155,6 @@ def make_entry(table: pd.DataFrame, *, strategy: str, validation_patients: list[
         >>> entry["tfrecords"], entry["validation"]
         ({'k-fold-1': ['s1'], 'k-fold-2': ['s2']}, {'1': ['s1'], '2': ['s2']})
     """
-    from slidetiles import __version__
-
     slides_of = {str(p): sorted(str(s) for s in slides) for p, slides in zip(table.index, table["slides"])}
     patients = {}
     with_site = strategy == "k-fold-preserved-site"
@@ -185,7 +184,7 @@ def make_entry(table: pd.DataFrame, *, strategy: str, validation_patients: list[
     }
     entry.update(extra or {})
     entry["fingerprint"] = split_fingerprint(table, strategy, k, fraction, seed, model_type, fingerprint_extra)
-    entry["created_by"] = f"slidetiles {__version__}"
+    entry["created_by"] = "slidetiles"
     return entry
 
 
