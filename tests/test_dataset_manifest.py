@@ -29,7 +29,7 @@ def test_manifest_has_the_documented_shape(tree, tmp_path):
     doc = json.loads(open(path).read())
     assert set(doc) == {
         "format", "version", "tile_px", "tile_um", "label", "sources", "annotations", "filters", "filter_blank",
-        "min_tiles", "clip", "balance", "slides", "tfrecords", "unmatched",
+        "min_tiles", "clip", "balance", "slides", "tfrecords", "unmatched", "base",
     }
     assert doc["format"] == "slidetiles-manifest" and doc["version"] == 1
     assert (doc["tile_px"], doc["tile_um"], doc["label"]) == (299, "10x", "299px_10x")
@@ -164,3 +164,21 @@ def test_user_csv_is_never_modified(tree, tmp_path):
     before = open(tree["csv"], "rb").read(), os.stat(tree["csv"]).st_mtime_ns
     chained(make(tree)).to_manifest(tmp_path / "m.json")
     assert (open(tree["csv"], "rb").read(), os.stat(tree["csv"]).st_mtime_ns) == before
+
+
+def test_manifest_read_from_another_working_directory(tmp_path, monkeypatch):
+    """Relative TFRecord paths are anchored at the recorded base, so a script started elsewhere still finds them."""
+    from slidetiles.io.writer import TFRecordWriter
+
+    work = tmp_path / "work"
+    (work / "tfr").mkdir(parents=True)
+    with TFRecordWriter(work / "tfr" / "s1.tfrecords") as writer:
+        writer.write_tile(b"x", "s1", 0, 0)
+    monkeypatch.chdir(work)
+    ds = Dataset(tfrecords="tfr")
+    manifest = ds.to_manifest("results/m.json")
+    assert json.loads(open(manifest).read())["base"] == ".."
+    assert list(Dataset.from_manifest(manifest).manifest()) == ["tfr/s1.tfrecords"]
+    monkeypatch.chdir(tmp_path)
+    elsewhere = Dataset.from_manifest(work / "results" / "m.json")
+    assert list(elsewhere.manifest()) == [str(work / "tfr" / "s1.tfrecords")]

@@ -14,7 +14,12 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [LIB, os.environ.get("PYTHONPATH")]))
 )
 
-from slidetiles.pipeline.discovery import ConfigError, check_config, plan_slides
+from slidetiles.pipeline.discovery import (
+    ConfigError,
+    canonical,
+    check_config,
+    plan_slides,
+)
 
 min_version("9.0")
 
@@ -28,7 +33,8 @@ except ConfigError as error:
     raise WorkflowError(f"config: {error}")
 
 JOBS_BY_TFRECORD = {job.tfrecord: job for job in SLIDE_JOBS}
-DEMO = config["demo"]
+DEMO = canonical(config["demo"])
+SOURCES = canonical(config["sources"])
 DEMO_TILES = os.path.join(DEMO["out_dir"], "tiles")
 # TFRecord folders the workflow writes into; the per-slide rules only match paths inside them.
 TFRECORD_DIRS = sorted({os.path.dirname(job.tfrecord) for job in SLIDE_JOBS})
@@ -73,11 +79,11 @@ def dataset_indexes(wildcards):
 
 
 def dataset_params(wildcards):
-    return config["datasets"][wildcards.dataset]
+    return canonical(config["datasets"][wildcards.dataset])
 
 
 def split_plan(wildcards):
-    return config["splits"][wildcards.plan]
+    return canonical(config["splits"][wildcards.plan])
 
 
 def split_manifest(wildcards):

@@ -21,7 +21,7 @@ rule manifest:
         runtime=30,
     params:
         dataset=dataset_params,
-        sources=config["sources"],
+        sources=SOURCES,
         tile_px=config["tile_px"],
         tile_um=config["tile_um"],
         on_bad_input=config["on_bad_input"],

@@ -15,7 +15,9 @@ Shape (``sort_keys=True, indent=2``; same Dataset, same bytes: no timestamps, we
 ``size``/``mtime_ns`` are those of the TFRecord when its tiles were counted: a later stage compares them with the
 file on disk to notice a TFRecord rewritten after the manifest (:class:`~slidetiles.errors.StaleManifestError`).
 Paths are as the Dataset holds them; relative paths are relative to the working directory (Snakemake's
-convention).
+convention). ``"base"`` records that directory relative to the manifest's own folder (``"../.."`` for
+``results/manifests/x.json``), so a training script started anywhere else still finds the TFRecords: relative
+paths are then read from there (:func:`rebase`). Being relative, it keeps the bytes the same on every machine.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def manifest_document(ds: "Dataset") -> dict:
 def write_manifest(document: dict, path: str | os.PathLike) -> str:
     """Write ``document`` as JSON atomically (temporary file in the same folder, then rename)."""
     path = os.fspath(path)
+    document = {**document, "base": os.path.relpath(os.getcwd(), os.path.dirname(os.path.abspath(path)))}
     text = json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
     folder = os.path.dirname(path)
     if folder:
@@ -121,6 +124,31 @@ def read_manifest(path: str | os.PathLike) -> dict:
             f"{path}: manifest version {document.get('version')!r}, this slidetiles reads version {VERSION}; "
             "re-run the rule that writes it"
         )
+    return document
+
+
+def rebase(document: dict, path: str | os.PathLike) -> dict:
+    """``document`` with relative paths made absolute from its ``base`` when that is not the working directory.
+
+    A manifest written in the pipeline's working directory lists ``results/tfrecords/...``; read from a training
+    script elsewhere, those paths are anchored at ``<manifest folder>/<base>``. In the working directory it was
+    written in, nothing changes (same keys, same ``manifest()``).
+    """
+    base = document.get("base")
+    if base is None:
+        return document
+    anchor = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(os.fspath(path))), base))
+    if anchor == os.path.normpath(os.getcwd()):
+        return document
+
+    def fix(value):
+        return value if value is None or os.path.isabs(value) else os.path.normpath(os.path.join(anchor, value))
+
+    document = dict(document)
+    document["tfrecords"] = {fix(k): v for k, v in document["tfrecords"].items()}
+    document["sources"] = {n: {k: fix(v) for k, v in folders.items()} for n, folders in document["sources"].items()}
+    if document.get("annotations", {}).get("path"):
+        document["annotations"] = {**document["annotations"], "path": fix(document["annotations"]["path"])}
     return document
 
 
@@ -162,7 +190,7 @@ def dataset_from_manifest(cls, path: str | os.PathLike, *, check: bool = True) -
     from slidetiles.dataset.dataset import _Setup
 
     path = os.fspath(path)
-    doc = read_manifest(path)
+    doc = rebase(read_manifest(path), path)
     try:
         if check:
             check_manifest(doc, path)

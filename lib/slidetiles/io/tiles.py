@@ -22,20 +22,20 @@ REENCODED = frozenset({".tif", ".tiff", ".bmp", ".webp"})
 TILE_EXTENSIONS = STORED_AS_IS | REENCODED
 
 
+_UNSAFE_NAME = re.compile(r"[/\\{}\x00-\x1f\x7f]")
+
+
 def check_name(name: str, what: str = "slide name") -> str:
-    """Refuse a slide or file name that would leave its folder or break paths; returns it unchanged."""
-    if (
-        not name
-        or name in (".", "..")
-        or "/" in name
-        or "\\" in name
-        or "\x00" in name
-        or name != name.strip()
-        or os.path.basename(name) != name
-    ):
+    """Refuse a slide or file name that would leave its folder or break paths; returns it unchanged.
+
+    Refused: empty, ``.``/``..``, surrounding whitespace, path separators, control characters (newlines...),
+    and braces, which Snakemake reads as wildcards in file patterns.
+    """
+    if not name or name in (".", "..") or name != name.strip() or _UNSAFE_NAME.search(name):
         raise ValueError(
             f"{what} {name!r} cannot be used as a file name: it is empty, has surrounding spaces, or contains a "
-            "path separator, '..' or NUL and would escape the output folder. Rename the slide folder."
+            "path separator, '..', a control character or a brace, and would escape the output folder or break "
+            "file patterns. Rename the slide folder."
         )
     return name
 

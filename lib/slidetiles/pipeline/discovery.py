@@ -33,6 +33,19 @@ class SlideJob:
     from_demo: bool = False
 
 
+def canonical(value):
+    """Dicts with sorted keys, recursively.
+
+    Config values passed as ``params:`` go through this: Snakemake re-runs a job whose params changed, and a
+    change in the config's key order alone must not count.
+    """
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 def demo_slide_names(n_slides: int) -> list[str]:
     """Slide names :func:`slidetiles.demo.write_demo_tiles` gives ``n_slides`` slides."""
     return [f"slide_{i + 1:03d}" for i in range(n_slides)]
