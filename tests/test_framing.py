@@ -291,3 +291,23 @@ def test_parse_example_matches_generic_walk(features):
     payload = build_example(features)
     expected = _ordered(_feature_dict(Example.FromString(payload).features.feature))
     assert parse_example(payload, decode_slide=False) == expected
+
+
+def test_tile_records_are_byte_identical_across_processes(tmp_path):
+    """Map order must not depend on the process (hash seeds, allocation): same tiles, same TFRecord bytes."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from slidetiles.io.writer import TFRecordWriter\n"
+        "with TFRecordWriter(sys.argv[1]) as w:\n"
+        "    for i in range(20):\n"
+        "        w.write_tile(bytes([i]) * 50, 'slide', i * 299, 7)\n"
+    )
+    digests = set()
+    for seed in ("1", "2", "3"):
+        path = tmp_path / f"{seed}.tfrecords"
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        digests.add(path.read_bytes())
+    assert len(digests) == 1

@@ -77,7 +77,11 @@ _TILE_FIELD_SET = frozenset(TILE_FIELDS)
 
 
 def tile_example(image_raw: bytes, slide: str | bytes, loc_x: int | None = None, loc_y: int | None = None) -> bytes:
-    """Serialise one tile record the way Slideflow does (``image_raw``, ``slide``, optional ``loc_x``/``loc_y``)."""
+    """Serialise one tile record with Slideflow's features (``image_raw``, ``slide``, optional ``loc_x``/``loc_y``).
+
+    Serialised deterministically (map entries sorted by key): protobuf otherwise orders map entries differently in
+    every process, and the same tiles must give byte-identical TFRecords on a laptop and on a SLURM node.
+    """
     example = Example()
     feature = example.features.feature
     feature["image_raw"].bytes_list.value.append(bytes(image_raw))
@@ -87,7 +91,7 @@ def tile_example(image_raw: bytes, slide: str | bytes, loc_x: int | None = None,
     if loc_x is not None:
         feature["loc_x"].int64_list.value.append(int(loc_x))
         feature["loc_y"].int64_list.value.append(int(loc_y))
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)
 
 
 def build_example(features: dict) -> bytes:
@@ -111,7 +115,7 @@ def build_example(features: dict) -> bytes:
             target[name].float_list.value.extend(float(v) for v in values)
         else:
             target[name].int64_list.value.extend(int(v) for v in values)
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(payload, *, decode_slide: bool = True, path="<memory>", record=None, offset=None) -> dict:
