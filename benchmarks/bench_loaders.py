@@ -1,0 +1,317 @@
+"""Training loaders: tiles per second to uint8 tensors, against the decode-only ceiling and two peers.
+
+Measured on the same tiles, on this machine's cores, one full finite epoch per run (after a warm-up epoch that
+starts persistent workers / builds pipelines), medians of interleaved runs:
+
+- (a) ceiling: simplejpeg decode of the same JPEG bytes held in memory, one core (x workers for the ratio);
+- ours: ``make_torch_loader`` (CRC-checked reads, shuffled interleaving, batches of 64 decoded in the workers),
+  with 0, 1 and 2 workers; and ``make_tf_dataset`` (tf.data parallel decode);
+- (b) tf.data: ``TFRecordDataset`` + ``parse_single_example`` + ``decode_jpeg``, AUTOTUNE everywhere;
+- (c) the ``tfrecord`` package's ``MultiTFRecordDataset`` + simplejpeg in a ``DataLoader`` with the same workers;
+- peak memory (RSS) of a fresh process reading a short epoch and one 5x longer.
+
+The corpus is ``common.corpus(20, 1000)`` (realistic 299-px JPEG tiles); by default each file is cut to its first
+250 records (byte-identical prefixes, 5,000 tiles per epoch) so a run takes minutes on 2 cores; ``--tiles 1000``
+reads the full files.
+
+The ``tfrecord`` package and TensorFlow both register ``tensorflow.Example`` in protobuf's default pool and
+cannot share a process, so the TensorFlow measurements run in a child process.
+
+Usage: python benchmarks/bench_loaders.py [--files 20] [--tiles 250] [--runs 3] [--batch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import OUT, corpus, save_results, table
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+LIB = str(Path(__file__).resolve().parent.parent / "lib")
+
+
+def prefix_corpus(paths: list[str], n: int) -> list[str]:
+    """Copies of ``paths`` holding only their first ``n`` records (same bytes), with our indexes."""
+    from slidetiles.io import tfrecord2idx
+
+    folder = OUT / f"{Path(paths[0]).parent.name}_first{n}"
+    out = [str(folder / Path(p).name) for p in paths]
+    folder.mkdir(parents=True, exist_ok=True)
+    for src, dst in zip(paths, out):
+        if os.path.exists(tfrecord2idx.index_path(dst)):
+            continue  # written (index last) by an earlier run
+        arr_0 = tfrecord2idx.read_index(src).arr_0
+        end = int(arr_0[n - 1].sum()) if n < len(arr_0) else os.path.getsize(src)
+        with open(src, "rb") as f:
+            data = f.read(end)
+        with open(dst, "wb") as f:
+            f.write(data)
+        tfrecord2idx.create_index(dst)
+    return out
+
+
+def sources_for(paths):
+    from slidetiles.loaders import TileSource
+
+    return TileSource.from_paths(paths)
+
+
+def load_images(paths) -> list[bytes]:
+    from slidetiles.io.reader import iter_records
+
+    return [r["image_raw"] for p in paths for r in iter_records(p)]
+
+
+def decode_only(images) -> int:
+    import simplejpeg
+
+    for data in images:
+        simplejpeg.decode_jpeg(data, colorspace="RGB")
+    return len(images)
+
+
+def epoch(loader) -> int:
+    n = 0
+    for batch in loader:
+        n += len(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    return n
+
+
+def ours_torch(paths, workers, batch):
+    from slidetiles.loaders import make_torch_loader
+
+    return make_torch_loader(sources_for(paths), batch_size=batch, num_workers=workers, infinite=False, seed=0)
+
+
+def _tfrecord_pkg_decode(record):
+    import simplejpeg
+    import torch
+
+    return torch.from_numpy(simplejpeg.decode_jpeg(bytes(record["image_raw"]), colorspace="RGB")).permute(2, 0, 1)
+
+
+def tfrecord_pkg_torch(paths, workers, batch, scratch):
+    import torch
+    from tfrecord.tools.tfrecord2idx import create_index
+    from tfrecord.torch.dataset import MultiTFRecordDataset
+
+    folder = os.path.dirname(paths[0])
+    names = [Path(p).stem for p in paths]
+    for name in names:
+        index = os.path.join(scratch, f"{name}.index")
+        if not os.path.exists(index):
+            create_index(os.path.join(folder, f"{name}.tfrecords"), index)
+    dataset = MultiTFRecordDataset(
+        os.path.join(folder, "{}.tfrecords"),
+        os.path.join(scratch, "{}.index"),
+        {name: 1.0 for name in names},
+        {"image_raw": "byte", "slide": "byte", "loc_x": "int", "loc_y": "int"},
+        transform=_tfrecord_pkg_decode,
+        infinite=False,
+    )
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch, num_workers=workers, persistent_workers=workers > 0
+    )
+
+
+def measure(images, loaders, runs) -> tuple[dict, dict]:
+    """Median wall time per epoch of each contender, interleaved round-robin so drifting load hits all alike;
+    and median CPU seconds per epoch of the processes that decode (this one for decode-only and 0 workers, the
+    worker processes otherwise), which other jobs on the machine do not inflate the way they inflate wall time.
+    """
+    import statistics
+
+    import psutil
+
+    def workers_of(loader):
+        iterator = getattr(loader, "_iterator", None)
+        return [psutil.Process(w.pid) for w in getattr(iterator, "_workers", [])]
+
+    def cpu_of(processes):
+        if not processes:
+            return time.process_time()
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    runs_wall: dict[str, list] = {}
+    runs_cpu: dict[str, list] = {}
+    contenders = {"decode-only, in memory, 1 core": (lambda: decode_only(images), [])}
+    contenders.update({name: ((lambda loader=loader: epoch(loader)), workers_of(loader)) for name, loader in loaders.items()})
+    for _ in range(runs):
+        for name, (function, processes) in contenders.items():
+            cpu0, t0 = cpu_of(processes), time.perf_counter()
+            function()
+            runs_wall.setdefault(name, []).append(time.perf_counter() - t0)
+            runs_cpu.setdefault(name, []).append(cpu_of(processes) - cpu0)
+    return (
+        {k: statistics.median(v) for k, v in runs_wall.items()},
+        {k: statistics.median(v) for k, v in runs_cpu.items()},
+    )
+
+
+# -- TensorFlow, in a child process -------------------------------------------------------------------------------
+
+
+def tf_child(paths, batch, runs) -> dict:
+    import tensorflow as tf
+
+    from common import median_time
+    from slidetiles.loaders import make_tf_dataset
+
+    spec = {
+        "image_raw": tf.io.FixedLenFeature([], tf.string),
+        "slide": tf.io.FixedLenFeature([], tf.string),
+        "loc_x": tf.io.FixedLenFeature([], tf.int64),
+        "loc_y": tf.io.FixedLenFeature([], tf.int64),
+    }
+
+    def parse_decode(record):
+        features = tf.io.parse_single_example(record, spec)
+        return tf.io.decode_jpeg(features["image_raw"], channels=3), features["loc_x"]
+
+    tuned = (
+        tf.data.Dataset.from_tensor_slices(paths)
+        .shuffle(len(paths))
+        .interleave(tf.data.TFRecordDataset, cycle_length=len(paths), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(parse_decode, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    ours = make_tf_dataset(sources_for(paths), batch_size=batch, infinite=False, seed=0)
+
+    def run(dataset):
+        return lambda: sum(int(b[0].shape[0]) for b in dataset)
+
+    n = run(tuned)()
+    return {
+        "tiles": n,
+        "tf.data TFRecordDataset + decode_jpeg (AUTOTUNE)": median_time(run(tuned), runs=runs),
+        "slidetiles make_tf_dataset (tf.data map, AUTOTUNE)": median_time(run(ours), runs=runs),
+    }
+
+
+# -- peak memory, in fresh processes --------------------------------------------------------------------------------
+
+_MEMORY_CHILD = """
+import json, resource, sys
+sys.path.insert(0, {lib!r})
+from slidetiles.loaders import TileSource, make_torch_loader
+paths = json.loads(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loader = make_torch_loader(TileSource.from_paths(paths), batch_size={batch}, num_workers=2, infinite=False, seed=0,
+                           persistent_workers=False)
+n = sum(len(b[0]) for b in loader)
+del loader
+main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps([n, before, main, workers]))
+"""
+
+
+def peak_memory(short_paths, long_paths, batch) -> list[list]:
+    rows = []
+    for label, paths in (("short epoch", short_paths), ("5x longer epoch", long_paths)):
+        out = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD.format(lib=LIB, batch=batch), json.dumps(paths)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        n, before, main, workers = json.loads(out.strip().splitlines()[-1])
+        rows.append([label, n, before / 1024, main / 1024, workers / 1024])
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--tiles", type=int, default=250, help="records read per file (a prefix of the corpus)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--tf-child", action="store_true", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+
+    full = corpus(20, 1000)[: ns.files]
+    paths = prefix_corpus(full, ns.tiles) if ns.tiles < 1000 else full
+    if ns.tf_child:
+        print(json.dumps(tf_child(paths, ns.batch, ns.runs)))
+        return
+
+    import tempfile
+
+    import torch
+
+    images = load_images(paths)
+    n_tiles = len(images)
+    size = sum(len(b) for b in images)
+    print(f"corpus: {ns.files} files x {ns.tiles} records = {n_tiles} JPEG tiles (299 px, {size / n_tiles / 1e3:.1f} KB "
+          f"each); {os.cpu_count()} CPUs; batches of {ns.batch}; medians of {ns.runs} interleaved epochs\n")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        loaders = {
+            "ours 0 workers": ours_torch(paths, 0, ns.batch),
+            "ours 1 worker": ours_torch(paths, 1, ns.batch),
+            "ours 2 workers": ours_torch(paths, 2, ns.batch),
+            "tfrecord pkg 1 worker": tfrecord_pkg_torch(paths, 1, ns.batch, scratch),
+            "tfrecord pkg 2 workers": tfrecord_pkg_torch(paths, 2, ns.batch, scratch),
+        }
+        counts = {"decode-only, in memory, 1 core": decode_only(images)}
+        counts.update({name: epoch(loader) for name, loader in loaders.items()})  # also starts persistent workers
+        assert all(c == n_tiles for c in counts.values()), counts
+        times, cpu = measure(images, loaders, ns.runs)
+        del loaders
+
+    started = time.perf_counter()
+    child = subprocess.run(
+        [sys.executable, __file__, "--tf-child", "--files", str(ns.files), "--tiles", str(ns.tiles),
+         "--runs", str(ns.runs), "--batch", str(ns.batch)],
+        capture_output=True, text=True,
+    )
+    if child.returncode:
+        print(child.stderr[-3000:], file=sys.stderr)
+        raise SystemExit("TensorFlow child failed")
+    tf_times = json.loads(child.stdout.strip().splitlines()[-1])
+    assert tf_times.pop("tiles") == n_tiles
+    times.update(tf_times)
+
+    ceiling = n_tiles / times["decode-only, in memory, 1 core"]
+    ceiling_cpu = cpu["decode-only, in memory, 1 core"]
+    tf_rate = n_tiles / times["tf.data TFRecordDataset + decode_jpeg (AUTOTUNE)"]
+    workers_of = {"ours 0 workers": 1, "ours 1 worker": 1, "ours 2 workers": 2, "tfrecord pkg 1 worker": 1,
+                  "tfrecord pkg 2 workers": 2}
+    rows = []
+    for name, seconds in times.items():
+        rate = n_tiles / seconds
+        cores = workers_of.get(name, 2 if "tf.data" in name or "make_tf_dataset" in name else 1)
+        efficiency = ceiling_cpu / cpu[name] if name in cpu else float("nan")
+        rows.append([name, rate, rate / (ceiling * cores), efficiency, rate / tf_rate])
+    print("Tiles per second to uint8 tensors (one finite epoch, CRC-checked for ours and tf.data)")
+    print(table(rows, ["what", "tiles/s", "vs ceiling x workers", "CPU efficiency", "vs tf.data"]))
+    print("  'vs ceiling x workers': throughput / (decode-only rate x the processes or cores it decodes on);\n"
+          "  'CPU efficiency': decode-only CPU time / CPU time of the decoding processes (this process with 0\n"
+          "  workers, the workers otherwise) for the same tiles: per-worker efficiency, not inflated by other load.")
+
+    short = prefix_corpus(full, 100)
+    long = prefix_corpus(full, 500)
+    memory = peak_memory(short, long, ns.batch)
+    print("\nPeak memory, ours with 2 workers, fresh process (MiB of max RSS)")
+    print(table(memory, ["epoch", "tiles", "main before", "main peak", "largest worker peak"]))
+
+    results = {
+        "corpus": {"files": ns.files, "records_per_file": ns.tiles, "tiles": n_tiles, "bytes": size},
+        "seconds": times,
+        "decoding_cpu_seconds": cpu,
+        "tiles_per_second": {name: n_tiles / t for name, t in times.items()},
+        "memory_mib": memory,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(f"\nsaved {save_results('bench_loaders', results)} ({time.perf_counter() - started:.0f} s for TF + memory)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, LIB)
+    main()

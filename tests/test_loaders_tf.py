@@ -1,0 +1,177 @@
+"""Training loaders, TensorFlow side: a real tf.data pipeline over real TFRecords of real JPEG tiles."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from helpers import write_tiles
+from slidetiles.io.images import decode_image
+from slidetiles.loaders import LoaderError, MissingLabelError, SourceChangedError, TileSource, sources_from_table
+
+SIZES = [7, 13, 1, 30, 4]
+LABELS = {"s0": "tumor", "s1": "normal", "s2": "tumor", "s3": "stroma", "s4": "normal"}
+
+tf = pytest.importorskip("tensorflow")
+from slidetiles.loaders import make_tf_dataset  # noqa: E402  (needs TensorFlow)
+
+
+def loc_x(i):
+    return 100 * i + 50
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from slidetiles.demo import iter_tiles
+
+    folder = tmp_path_factory.mktemp("tf_loaders")
+    tiles = list(iter_tiles(seed=12, n=sum(SIZES), px=32))
+    paths, per_file, start = [], [], 0
+    for k, n in enumerate(SIZES):
+        path = str(folder / f"s{k}.tfrecords")
+        write_tiles(path, tiles[start : start + n], slide=f"s{k}")
+        paths.append(path)
+        per_file.append(tiles[start : start + n])
+        start += n
+    return paths, per_file
+
+
+@pytest.fixture
+def sources(corpus):
+    return TileSource.from_paths(corpus[0], labels=LABELS)
+
+
+def ids_of(dataset):
+    out = []
+    for batch in dataset:
+        slides, xs = batch[2].numpy(), batch[3].numpy()
+        out += [(s.decode(), int(x)) for s, x in zip(slides, xs)]
+    return out
+
+
+def all_ids(sources):
+    return {(s.slide, loc_x(i)) for s in sources for i in range(s.n_tiles)}
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_finite_epoch_reads_every_tile_exactly_once(sources, world_size):
+    sources = [s if s.slide != "s3" else TileSource(s.path, s.slide, s.label, s.n_records, clip=17) for s in sources]
+    seen = []
+    for rank in range(world_size):
+        ds = make_tf_dataset(sources, batch_size=4, rank=rank, world_size=world_size, infinite=False, labels=True,
+                             seed=3, incl_slidenames=True, incl_loc=True)
+        seen += ids_of(ds)
+    counts = Counter(seen)
+    assert set(counts) == all_ids(sources) and max(counts.values()) == 1
+
+
+def test_pixels_labels_shapes(corpus, sources):
+    ds = make_tf_dataset(sources, batch_size=6, labels=True, infinite=False, seed=1, incl_slidenames=True, incl_loc=True)
+    images_spec = ds.element_spec[0]
+    assert images_spec.shape.as_list() == [None, 32, 32, 3] and images_spec.dtype == tf.uint8
+    assert ds.slidetiles_label_map == ["normal", "stroma", "tumor"]
+    n = 0
+    for images, labels, slides, xs, ys in ds:
+        for image, label, slide, x in zip(images.numpy(), labels.numpy(), slides.numpy(), xs.numpy()):
+            slide = slide.decode()
+            k, i = int(slide[1:]), (int(x) - 50) // 100
+            # tf.io.decode_jpeg with the accurate IDCT gives exactly simplejpeg's pixels.
+            assert np.array_equal(image, decode_image(corpus[1][k][i]))
+            assert ds.slidetiles_label_map[int(label)] == LABELS[slide]
+            n += 1
+    assert n == sum(SIZES)
+
+
+def test_passes_reshuffle_and_seeds_repeat(sources):
+    def make(seed):
+        return make_tf_dataset(sources, batch_size=4, infinite=False, seed=seed, incl_slidenames=True, incl_loc=True)
+
+    ds = make(5)
+    first, second = ids_of(ds), ids_of(ds)
+    assert first != second and sorted(first) == sorted(second)  # each pass is the next epoch
+    assert ids_of(make(5)) == first and ids_of(make(6)) != first
+    assert ds.slidetiles_stats.epochs_started == 2
+    assert ids_of(make_tf_dataset(sources, batch_size=4, infinite=False, seed=5, epoch=1, incl_slidenames=True,
+                                  incl_loc=True)) == second
+
+
+def test_same_tiles_and_augmentations_as_the_torch_loader(sources):
+    torch_loader = pytest.importorskip("slidetiles.loaders.torch_loader")
+    kwargs = dict(batch_size=8, labels=True, infinite=True, seed=21, augment="xyrdjb", color_jitter=0.3,
+                  incl_slidenames=True, incl_loc=True)
+    ours = make_tf_dataset(sources, **kwargs)
+    theirs = torch_loader.make_torch_loader(sources, num_workers=0, **kwargs)
+    for (ti, tl, ts, tx, ty), (fi, fl, fs, fx, fy) in zip(theirs, ours.take(6)):
+        assert np.array_equal(ti.permute(0, 2, 3, 1).numpy(), fi.numpy())
+        assert np.array_equal(tl.numpy(), fl.numpy()) and list(ts) == [s.decode() for s in fs.numpy()]
+        assert np.array_equal(tx.numpy(), fx.numpy())
+
+
+def test_standardize(sources):
+    images = next(iter(make_tf_dataset(sources, batch_size=8, standardize=True, seed=0)))[0].numpy()
+    assert images.dtype == np.float32
+    flat = images.reshape(8, -1)
+    assert np.abs(flat.mean(1)).max() < 1e-4 and np.abs(flat.std(1) - 1).max() < 1e-3
+
+
+def test_infinite_frequencies_follow_weights(sources):
+    weights = [1.0, 2.0, 0.5, 4.0, 0.0]
+    weighted = [TileSource(s.path, s.slide, s.label, s.n_records, weight=w) for s, w in zip(sources, weights)]
+    ds = make_tf_dataset(weighted, batch_size=100, seed=9, world_size=3, rank=1, incl_slidenames=True)
+    counts = Counter(s.decode() for batch in ds.take(40) for s in batch[2].numpy())
+    n = sum(counts.values())
+    assert n == 4000 and counts["s4"] == 0
+    p = np.asarray(weights) / sum(weights)
+    for k, slide in enumerate(["s0", "s1", "s2", "s3"]):
+        assert abs(counts[slide] / n - p[k]) < 4.5 * np.sqrt(p[k] * (1 - p[k]) / n), slide
+
+
+def corrupt_copy(tmp_path, source, record):
+    import os
+    import shutil
+
+    from slidetiles.io import tfrecord2idx
+
+    path = str(tmp_path / "s3.tfrecords")
+    shutil.copy2(source.path, path)
+    shutil.copy2(tfrecord2idx.index_path(source.path), tfrecord2idx.index_path(path))
+    offset = int(tfrecord2idx.read_index(path).arr_0[record, 0])
+    stat = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(offset + 52)
+        byte = f.read(1)
+        f.seek(offset + 52)
+        f.write(bytes([byte[0] ^ 0x01]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return TileSource(path, source.slide, source.label, source.n_records), offset
+
+
+def test_corrupt_record_fails_naming_file_and_offset(tmp_path, sources):
+    bad, offset = corrupt_copy(tmp_path, sources[3], record=4)
+    ds = make_tf_dataset(sources[:3] + [bad], batch_size=4, infinite=False, seed=0)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for _ in ds:
+            pass
+    assert f"{bad.path}, record 4 at byte offset {offset}" in str(info.value) and "CRC" in str(info.value)
+
+
+def test_corrupt_record_skipped_and_counted(tmp_path, sources):
+    bad, _ = corrupt_copy(tmp_path, sources[3], record=4)
+    mixed = sources[:3] + [bad] + sources[4:]
+    ds = make_tf_dataset(mixed, batch_size=4, infinite=False, seed=0, on_error="skip", incl_slidenames=True,
+                         incl_loc=True)
+    seen = ids_of(ds)
+    assert sorted(seen) == sorted(all_ids(sources) - {("s3", loc_x(4))})
+    assert ds.slidetiles_stats.skipped == 1
+
+
+def test_refusals_before_the_first_batch(sources):
+    with pytest.raises(MissingLabelError, match="s3"):
+        make_tf_dataset(sources, batch_size=4, labels={k: v for k, v in LABELS.items() if k != "s3"})
+    stale = sources_from_table([{"path": sources[0].path, "total": 9}])
+    with pytest.raises(SourceChangedError, match="9 when counted"):
+        make_tf_dataset(stale, batch_size=4)
+    with pytest.raises(LoaderError):
+        make_tf_dataset(sources, batch_size=4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="stain"):
+        make_tf_dataset(sources, batch_size=4, augment="n")
