@@ -800,6 +800,32 @@ class Dataset:
 
         return kfold_split_dataset(self, k, labels, preserved_site, splits, seed, **options)
 
+    # -- training loaders (the loaders live in slidetiles.loaders) -------------------------------------------------
+    def torch(self, labels=None, batch_size: int = 32, *, use_float=False, **options):
+        """A PyTorch ``DataLoader`` over the retained tiles (Slideflow's ``Dataset.torch``).
+
+        ``labels``: a header (categories become indices in sorted order, as :meth:`labels`; ``use_float`` for
+        continuous outcomes) or a ``{slide: label}`` dict (pass the full dataset's labels to a split's loaders so
+        both sides encode classes alike). Sampling weights come from :meth:`balance`, limits from :meth:`clip`.
+        ``options``: ``num_workers``, ``infinite`` (default True), ``augment`` (``'xyrjb'`` letters or True),
+        ``standardize``, ``rank``/``world_size`` (worker w of rank r reads shard ``r * workers + w``), ``seed``,
+        ``incl_slidenames``, ``incl_loc``, ``on_error='raise'|'skip'``... (see
+        :func:`slidetiles.loaders.make_torch_loader`). Batches: ``(images (N,3,H,W) uint8, labels[, ...])``.
+
+        Example:
+            >>> loader = ds.torch(labels='subtype', batch_size=64, num_workers=2, augment='xyr', seed=0)  # doctest: +SKIP
+            >>> loader.set_epoch(1)  # doctest: +SKIP
+        """
+        from slidetiles.dataset.loading import torch_loader
+
+        return torch_loader(self, labels, batch_size, use_float=use_float, **options)
+
+    def tensorflow(self, labels=None, batch_size: int = 32, *, use_float=False, **options):
+        """A ``tf.data.Dataset`` over the retained tiles, with the options of :meth:`torch` (NHWC batches)."""
+        from slidetiles.dataset.loading import tensorflow_dataset
+
+        return tensorflow_dataset(self, labels, batch_size, use_float=use_float, **options)
+
     def __repr__(self) -> str:
         setup = self._setup
         origin = f"manifest={setup.origin!r}" if setup.origin else f"config={setup.config!r}"
