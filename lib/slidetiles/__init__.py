@@ -2,13 +2,38 @@
 
 >>> import slidetiles
 >>> tfr = slidetiles.TFRecord("slide1.tfrecords")  # doctest: +SKIP
+
+Names are imported on first use, so that a per-slide pipeline job or ``slidetiles index`` that needs only the
+TFRecord layer does not pay for pandas and the Dataset (about half a second per process).
 """
 
-from slidetiles import errors, io, tfrecord
-from slidetiles.tfrecord import TFRecord, multi_tfrecord_loader, tfrecord_loader
-from slidetiles.dataset import Dataset, load_project
-from slidetiles.dataset.loading import loaders_from_artifacts
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["Dataset", "TFRecord", "errors", "io", "load_project", "loaders_from_artifacts", "multi_tfrecord_loader", "tfrecord", "tfrecord_loader", "__version__"]
+_LAZY = {
+    "Dataset": "slidetiles.dataset",
+    "load_project": "slidetiles.dataset",
+    "loaders_from_artifacts": "slidetiles.dataset.loading",
+    "TFRecord": "slidetiles.tfrecord",
+    "tfrecord_loader": "slidetiles.tfrecord",
+    "multi_tfrecord_loader": "slidetiles.tfrecord",
+}
+_MODULES = ("errors", "io", "tfrecord", "dataset", "splits", "loaders", "pipeline", "demo")
+
+__all__ = sorted([*_LAZY, "errors", "io", "tfrecord", "__version__"])
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f"slidetiles.{name}")
+    else:
+        raise AttributeError(f"module 'slidetiles' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_MODULES))

@@ -49,20 +49,24 @@ def _split_table(entry: dict) -> str:
     return f"<table><tr><th>fold / side</th><th>validation slides</th></tr>{body}</table>"
 
 
-def _stage_timings(root: str = "results/benchmarks") -> str:
-    """Wall time per stage from the rules' ``benchmark:`` files (sum and count of the jobs of each rule)."""
+def stage_timings(root: str = "results/benchmarks") -> pd.DataFrame:
+    """Wall time per stage from the rules' ``benchmark:`` files: jobs, total and slowest seconds per rule."""
     records = []
     for path in sorted(glob.glob(os.path.join(root, "**", "*.tsv"), recursive=True)):
         stage = os.path.relpath(path, root).split(os.sep)[0].removesuffix(".tsv")
         try:
             seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
-        except Exception:
+        except Exception:  # a benchmark file being written or from another tool: not ours to judge
             continue
         records.append((stage, seconds))
-    if not records:
-        return "<p>No benchmark files yet.</p>"
-    frame = pd.DataFrame(records, columns=["stage", "s"]).groupby("stage")["s"].agg(["count", "sum", "max"])
-    return frame.rename(columns={"count": "jobs", "sum": "total s", "max": "slowest job s"}).round(2).to_html()
+    frame = pd.DataFrame(records, columns=["stage", "s"])
+    table = frame.groupby("stage", sort=False)["s"].agg(["count", "sum", "max"])
+    return table.rename(columns={"count": "jobs", "sum": "total s", "max": "slowest job s"}).round(2)
+
+
+def _stage_timings_html(root: str = "results/benchmarks") -> str:
+    table = stage_timings(root)
+    return table.to_html() if len(table) else "<p>No benchmark files yet.</p>"
 
 
 def render_report(*, manifests: list[str], summaries: list[str], splits: list[str], plots: list[str]) -> str:
@@ -99,5 +103,5 @@ def render_report(*, manifests: list[str], summaries: list[str], splits: list[st
             f"{html.escape(str(entry.get('seed')))}, file <code>{html.escape(split_path)}</code></p>"
             f"{_split_table(entry)}<img alt='split composition' src='{_png_data_uri(plot_path)}'>"
         )
-    parts.append("<h2>Stage timings</h2>" + _stage_timings() + "</body></html>")
+    parts.append("<h2>Stage timings</h2>" + _stage_timings_html() + "</body></html>")
     return "\n".join(parts)
