@@ -1,7 +1,8 @@
 """TFRecord hot paths against their peers, measured in one run and printed as ratios.
 
 - index build (CRC checked) vs a plain sequential read of the same bytes, and vs the `tfrecord` package's
-  create_index (no CRC, no locations);
+  create_index (no CRC, no locations); through the C extension (the default where it is built) and through the
+  pure-Python fallback;
 - records read and parsed to dicts (CRC checked) vs the `tfrecord` package's reader (no CRC) and tf.data's
   TFRecordDataset + batched parse_example (CRC checked, 2 cores);
 - peak memory of reading a file 10x larger.
@@ -44,6 +45,29 @@ def ours_build_index(paths):
 
     for path in paths:
         build_index(path)
+
+
+def ours_build_index_pure(paths):
+    """The pure-Python fallback (what SLIDETILES_PURE_PYTHON=1 or a missing C compiler gives)."""
+    from slidetiles.io.tfrecord2idx import build_index
+
+    previous = os.environ.get("SLIDETILES_PURE_PYTHON")
+    os.environ["SLIDETILES_PURE_PYTHON"] = "1"
+    try:
+        for path in paths:
+            build_index(path)
+    finally:
+        if previous is None:
+            del os.environ["SLIDETILES_PURE_PYTHON"]
+        else:
+            os.environ["SLIDETILES_PURE_PYTHON"] = previous
+
+
+def ours_build_index_threaded(paths):
+    from slidetiles.io.fastscan import build_index_fast
+
+    for path in paths:
+        build_index_fast(path, threaded=True)
 
 
 def _build_one(path):
@@ -183,12 +207,26 @@ def main():
 
     from concurrent.futures import ProcessPoolExecutor
 
+    from slidetiles.io import fastscan
+
+    fast = fastscan.available()
+    kind = f"C, CRC {fastscan._fastscan.crc_implementation}" if fast else "pure Python: no C extension or no hardware CRC"
+    index_functions = {
+        "plain read (readinto 1 MiB buffer)": lambda: plain_readinto(paths),
+        "plain read (f.read() whole file)": lambda: plain_read_whole(paths),
+        f"slidetiles build_index (CRC checked, locations; {kind})": lambda: ours_build_index(paths),
+    }
+    if fast:
+        index_functions["slidetiles build_index, pure-Python fallback (SLIDETILES_PURE_PYTHON=1)"] = (
+            lambda: ours_build_index_pure(paths)
+        )
+        index_functions["slidetiles build_index_fast(threaded=True) (reader thread, not the default)"] = (
+            lambda: ours_build_index_threaded(paths)
+        )
     with tempfile.TemporaryDirectory() as scratch, ProcessPoolExecutor(2) as pool:
         index_times = interleaved_medians(
             {
-                "plain read (readinto 1 MiB buffer)": lambda: plain_readinto(paths),
-                "plain read (f.read() whole file)": lambda: plain_read_whole(paths),
-                "slidetiles build_index (CRC checked, locations)": lambda: ours_build_index(paths),
+                **index_functions,
                 "slidetiles create_index (same + write .npz)": lambda: ours_create_index(paths),
                 "slidetiles build_index, 2 processes (as `slidetiles index -j 2`)": lambda: ours_build_index_parallel(
                     paths, pool
