@@ -21,7 +21,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py lib/slidetiles/io/_fastscan.c | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q "$(TENSORFLOW_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev,torch,slurm]"
@@ -41,7 +41,8 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python benchmarks/run_all.py
+	cd benchmarks && for b in bench_tfrecord bench_decode bench_dataset bench_preserved_site bench_dag bench_loaders; do \
+		echo "== $$b"; ../$(BIN)/python $$b.py || exit 1; done
 
 clean:
 	rm -rf results logs .snakemake benchmarks/out
