@@ -31,7 +31,7 @@ from slidetiles.errors import (
     TruncatedRecordError,
 )
 from slidetiles.io.example import WireError, scan_locations
-from slidetiles.io.framing import FRAME_OVERHEAD, HEADER_SIZE, LENGTH, _not_a_tfrecord
+from slidetiles.io.framing import FRAME_OVERHEAD, HEADER_SIZE, LENGTH, _not_a_tfrecord, fast_scanner
 
 try:
     from slidetiles.io import _fastscan
@@ -62,13 +62,10 @@ if _fastscan is not None:
 def available(verify: bool = True) -> bool:
     """Whether index builds (checking CRCs or not, per ``verify``) should go through the C extension.
 
-    False when it is not compiled or ``SLIDETILES_PURE_PYTHON`` is set, and for CRC-checked builds on a CPU where
-    the C code has only its portable table CRC (~2 GB/s): the ``crc32c`` package the Python path calls has its own
-    hardware code (ARMv8 among others) and would make the Python path the faster one there.
+    See :func:`slidetiles.io.framing.fast_scanner`: False when it is not compiled, when ``SLIDETILES_PURE_PYTHON``
+    is set, and for CRC-checked builds on a CPU where the C code has only its portable table CRC.
     """
-    if _fastscan is None or os.environ.get("SLIDETILES_PURE_PYTHON", "").strip() not in ("", "0"):
-        return False
-    return not verify or _fastscan.crc_implementation != "slice-by-8"
+    return fast_scanner(verify) is not None
 
 
 def build_index_fast(

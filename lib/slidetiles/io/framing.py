@@ -12,6 +12,11 @@ from collections.abc import Iterator
 
 from crc32c import crc32c
 
+try:
+    from slidetiles.io import _fastscan
+except ImportError:  # the optional C extension was not compiled: everything below works without it
+    _fastscan = None
+
 from slidetiles.errors import (
     CorruptLengthError,
     CorruptRecordError,
@@ -32,6 +37,23 @@ _GZIP_MAGIC = b"\x1f\x8b"
 #: Bytes read per system call. Large enough that syscalls are noise, small enough to stay in L2/L3-ish caches and
 #: keep memory flat whatever the file size.
 CHUNK_SIZE = 1 << 20
+
+
+_ROW = struct.Struct("=qqqq")  # a frame as the C walker reports it: offset, framed length, loc_x, loc_y
+
+
+def fast_scanner(verify: bool = True):
+    """The C frame walker ``_fastscan.scan``, or None where it is not worth using.
+
+    None when the extension is not compiled, when ``SLIDETILES_PURE_PYTHON`` is set (tests, debugging), and for
+    CRC-checked walks on a CPU where it has only its portable table CRC (~2 GB/s): the ``crc32c`` package the
+    Python path calls has its own hardware code there.
+    """
+    if _fastscan is None or os.environ.get("SLIDETILES_PURE_PYTHON", "").strip() not in ("", "0"):
+        return None
+    if verify and _fastscan.crc_implementation == "slice-by-8":
+        return None
+    return _fastscan.scan
 
 
 def masked_crc32c(data) -> int:
@@ -91,7 +113,20 @@ def scan_frames(
         base = start  # file offset of buf[0]
         pos = 0
         record = first_record
+        fast = fast_scanner(verify)
         while base + pos < stop:
+            if fast is not None:
+                # The C walker checks every complete frame in the buffer in one call; whatever stops it (a chunk
+                # boundary, a damaged record, the end) is then handled one record at a time below, so errors and
+                # skipped records are exactly the pure-Python path's.
+                new_pos, rows, _ = fast(buf, pos, min(filled, stop - base), base, verify, False)
+                if rows:
+                    for offset, framed, _, _ in _ROW.iter_unpack(rows):
+                        data_start = offset - base + HEADER_SIZE
+                        yield record, offset, view[data_start : data_start + framed - FRAME_OVERHEAD]
+                        record += 1
+                    pos = new_pos
+                    continue
             offset = base + pos
             if filled - pos < HEADER_SIZE:
                 if offset + HEADER_SIZE > size:

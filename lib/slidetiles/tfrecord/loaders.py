@@ -14,7 +14,7 @@ import numpy as np
 
 from slidetiles.errors import CorruptLengthError, CorruptRecordError, TruncatedRecordError
 from slidetiles.io.example import parse_example
-from slidetiles.io.framing import FOOTER, HEADER, HEADER_SIZE, masked_crc32c
+from slidetiles.io.framing import _ROW, FOOTER, HEADER, HEADER_SIZE, fast_scanner, masked_crc32c
 from slidetiles.io.tfrecord2idx import TFRecordIndex, read_index
 
 #: Largest read for one file at a time; with many files interleaved it shrinks to fit MEMORY_BUDGET.
@@ -65,6 +65,7 @@ def iter_payloads(
     lengths = arr_0[lo:hi, 1].tolist()
     ends = (arr_0[lo:hi, 0] + arr_0[lo:hi, 1]).tolist()
     ends_array = np.asarray(ends, dtype=np.int64)
+    fast = fast_scanner(verify)
     i, n = 0, len(offsets)
     while i < n:
         start = offsets[i]
@@ -79,7 +80,18 @@ def iter_payloads(
                 path, "the file ends inside this record; it is shorter than its index says", lo + bad, offsets[bad]
             )
         view = memoryview(data)
-        for k in range(i, j):
+        k = i
+        if fast is not None:
+            # The C walker checks the whole batch in one call; records it stops at (damage, or a frame that
+            # disagrees with the index) are handled one by one below, with the pure-Python path's errors.
+            _, rows, _ = fast(data, 0, len(data), start, verify, False)
+            for offset, framed, _, _ in _ROW.iter_unpack(rows):
+                if k >= j or offset != offsets[k] or framed != lengths[k]:
+                    break
+                rel = offset - start
+                yield lo + k, offset, view[rel + HEADER_SIZE : rel + framed - 4]
+                k += 1
+        for k in range(k, j):
             rel = offsets[k] - start
             length, length_crc = HEADER.unpack_from(data, rel)
             record = lo + k
