@@ -151,17 +151,27 @@ def make_tf_data_reader(paths):
 
 
 _MEMORY_CHILD = """
-import resource, sys
+import sys
 sys.path.insert(0, {lib!r})
 from slidetiles.io.reader import iter_records
 from slidetiles.tfrecord import tfrecord_loader
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+# A child made by fork + exec starts with its parent's peak RSS: reset the peak (Linux clear_refs "5") so what
+# follows measures this process alone.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = peak_kib()
 n = 0
 reader = iter_records(sys.argv[1]) if sys.argv[2] == "scan" else tfrecord_loader(sys.argv[1])
 for record in reader:
     n += 1
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(n, before, after)
+print(n, before, peak_kib())
 """
 
 
@@ -265,7 +275,7 @@ def main():
     print(table(rows, ["what", "records/s", "MB/s", "vs tfrecord pkg", "vs tf.data"]))
 
     memory = peak_memory(paths)
-    print("\nPeak memory (fresh process; MiB of max RSS before and after reading every record)")
+    print("\nPeak memory (fresh process; peak RSS in MiB after imports, and after reading every record)")
     print(table(memory, ["reader", "file", "records", "RSS before", "RSS after", "growth"]))
 
     results = {

@@ -61,59 +61,62 @@ def iter_payloads(
 
     The payload is a view into the current batch; it stays valid as long as it is referenced.
     """
-    offsets = arr_0[lo:hi, 0].tolist()
-    lengths = arr_0[lo:hi, 1].tolist()
-    ends = (arr_0[lo:hi, 0] + arr_0[lo:hi, 1]).tolist()
-    ends_array = np.asarray(ends, dtype=np.int64)
+    # Numpy for the whole range, Python ints one batch at a time: memory stays flat however long the file.
+    starts = np.ascontiguousarray(arr_0[lo:hi, 0])
+    ends_array = starts + arr_0[lo:hi, 1]
     fast = fast_scanner(verify)
-    i, n = 0, len(offsets)
+    i, n = 0, len(starts)
     while i < n:
-        start = offsets[i]
+        start = int(starts[i])
         j = int(np.searchsorted(ends_array, start + batch_bytes, side="right"))
         j = min(max(j, i + 1), n)
-        stop = ends[j - 1]
+        offsets = starts[i:j].tolist()
+        ends = ends_array[i:j].tolist()
+        stop = ends[-1]
         with open(path, "rb", buffering=0) as f:
             data = os.pread(f.fileno(), stop - start, start)
         if len(data) < stop - start:
-            bad = next(k for k in range(i, j) if ends[k] - start > len(data))
+            bad = next(k for k in range(j - i) if ends[k] - start > len(data))
             raise TruncatedRecordError(
-                path, "the file ends inside this record; it is shorter than its index says", lo + bad, offsets[bad]
+                path, "the file ends inside this record; it is shorter than its index says", lo + i + bad, offsets[bad]
             )
         view = memoryview(data)
-        k = i
+        k = 0
         if fast is not None:
             # The C walker checks the whole batch in one call; records it stops at (damage, or a frame that
             # disagrees with the index) are handled one by one below, with the pure-Python path's errors.
             _, rows, _ = fast(data, 0, len(data), start, verify, False)
             for offset, framed, _, _ in _ROW.iter_unpack(rows):
-                if k >= j or offset != offsets[k] or framed != lengths[k]:
+                if k >= j - i or offset != offsets[k] or offset + framed != ends[k]:
                     break
                 rel = offset - start
-                yield lo + k, offset, view[rel + HEADER_SIZE : rel + framed - 4]
+                yield lo + i + k, offset, view[rel + HEADER_SIZE : rel + framed - 4]
                 k += 1
-        for k in range(k, j):
-            rel = offsets[k] - start
+        for k in range(k, j - i):
+            offset = offsets[k]
+            rel = offset - start
+            framed = ends[k] - offset
             length, length_crc = HEADER.unpack_from(data, rel)
-            record = lo + k
-            if length + 16 != lengths[k]:
+            record = lo + i + k
+            if length + 16 != framed:
                 raise CorruptLengthError(
                     path,
-                    f"the record header says {length} payload bytes, the index {lengths[k] - 16}: the length is "
+                    f"the record header says {length} payload bytes, the index {framed - 16}: the length is "
                     "damaged or the index is stale (rebuild it with `slidetiles index --force`)",
                     record,
-                    offsets[k],
+                    offset,
                 )
             payload = view[rel + HEADER_SIZE : rel + HEADER_SIZE + length]
             if verify:
                 if masked_crc32c(view[rel : rel + 8]) != length_crc:
-                    raise CorruptLengthError(path, "the record length fails its CRC", record, offsets[k])
+                    raise CorruptLengthError(path, "the record length fails its CRC", record, offset)
                 if masked_crc32c(payload) != FOOTER.unpack_from(data, rel + HEADER_SIZE + length)[0]:
-                    error = CorruptRecordError(path, f"the {length}-byte payload fails its CRC", record, offsets[k])
+                    error = CorruptRecordError(path, f"the {length}-byte payload fails its CRC", record, offset)
                     if skipped is None:
                         raise error
                     skipped.append(error)
                     continue
-            yield record, offsets[k], payload
+            yield record, offset, payload
         i = j
 
 
