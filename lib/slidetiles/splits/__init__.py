@@ -13,6 +13,12 @@ point), :mod:`~slidetiles.splits.plots` (composition figures), ``preserved_site`
 from slidetiles.splits.cohort import SplitWarning, patient_table
 from slidetiles.splits.plan import STRATEGIES, SplitPlan, plan_split
 from slidetiles.splits.plots import plot_split_composition
+from slidetiles.splits.preserved_site import (
+    PreservedSiteSolution,
+    PreservedSiteSplitter,
+    lower_bound,
+    solve_preserved_site,
+)
 from slidetiles.splits.splits_file import (
     append_split,
     entry_validation_patients,
@@ -29,6 +35,8 @@ from slidetiles.splits.strategies import (
 )
 
 __all__ = [
+    "PreservedSiteSolution",
+    "PreservedSiteSplitter",
     "STRATEGIES",
     "SplitPlan",
     "SplitWarning",
@@ -39,10 +47,12 @@ __all__ = [
     "fixed_partition",
     "kfold_partition",
     "load_splits",
+    "lower_bound",
     "manual_partition",
     "patient_table",
     "plan_split",
     "plot_split_composition",
     "preserved_site_partition",
+    "solve_preserved_site",
     "split_fingerprint",
 ]
