@@ -216,3 +216,9 @@ def test_slide_name_that_breaks_paths(tmp_path):
     config.write_text(yaml.safe_dump(data))
     result = snakemake(tmp_path, "-n", configfile=config)
     assert result.returncode == 0, failure_text(result)
+
+
+def test_snakemake_report(demo_run):
+    result = snakemake(demo_run, "--report", "snakemake_report.html", configfile=TEST_CONFIG)
+    assert result.returncode == 0, failure_text(result)
+    assert (demo_run / "snakemake_report.html").stat().st_size > 10_000
