@@ -24,14 +24,21 @@ import threading
 import numpy as np
 
 from slidetiles.errors import (
-    CorruptLengthError,
     CorruptRecordError,
     EmptyTFRecordError,
     InvalidExampleError,
     TruncatedRecordError,
 )
 from slidetiles.io.example import WireError, scan_locations
-from slidetiles.io.framing import FRAME_OVERHEAD, HEADER_SIZE, LENGTH, _not_a_tfrecord, fast_scanner
+from slidetiles.io.framing import (
+    FRAME_OVERHEAD,
+    HEADER_SIZE,
+    LENGTH,
+    _not_a_tfrecord,
+    fast_scanner,
+    length_crc_error,
+    overrun_error,
+)
 
 try:
     from slidetiles.io import _fastscan
@@ -125,22 +132,12 @@ def _walk(path: str, size: int, source, verify: bool):
             buf, pos, end, base = source.extend(buf, pos, end, base, HEADER_SIZE, path, record)
             continue
         if status == _LENGTH_CRC:
-            if offset == 0:
-                raise _not_a_tfrecord(path, bytes(buf[pos : pos + 8]), "the first record header fails its CRC")
-            raise CorruptLengthError(path, "the record length fails its CRC", record, offset)
+            raise length_crc_error(path, buf[pos : pos + 8], record, offset)
         length = LENGTH.unpack_from(buf, pos)[0]
         framed = length + FRAME_OVERHEAD
         if status == _NEED_FRAME:
             if offset + framed > size:
-                if offset == 0 and not verify and length > size:
-                    raise _not_a_tfrecord(path, bytes(buf[pos : pos + 8]), f"the first record claims {length} bytes")
-                raise TruncatedRecordError(
-                    path,
-                    f"the record claims {length} payload bytes but the file ends {size - offset - HEADER_SIZE} "
-                    "bytes after its header",
-                    record,
-                    offset,
-                )
+                raise overrun_error(path, buf[pos : pos + 8], length, size, record, offset, verify)
             buf, pos, end, base = source.extend(buf, pos, end, base, framed, path, record)
             continue
         if status == _DATA_CRC:

@@ -22,6 +22,7 @@ from slidetiles.errors import (
     CorruptRecordError,
     EmptyTFRecordError,
     NotATFRecordError,
+    TFRecordError,
     TruncatedRecordError,
 )
 
@@ -74,6 +75,26 @@ def _not_a_tfrecord(path, head: bytes, reason: str) -> NotATFRecordError:
     if head.startswith(_GZIP_MAGIC):
         reason = "starts with the GZIP magic bytes: this looks like a compressed TFRecord"
     return NotATFRecordError(path, reason, 0, 0)
+
+
+def length_crc_error(path, header: bytes, record: int, offset: int) -> TFRecordError:
+    """A length field that fails its CRC: at byte 0 the file is not a TFRecord at all, elsewhere it is damaged."""
+    if offset == 0:
+        return _not_a_tfrecord(path, bytes(header), "the first record header fails its CRC")
+    return CorruptLengthError(path, "the record length fails its CRC", record, offset)
+
+
+def overrun_error(path, header: bytes, length: int, size: int, record: int, offset: int, verify: bool) -> TFRecordError:
+    """A frame that claims more bytes than the file has left (a truncated file, or unchecked garbage at byte 0)."""
+    if offset == 0 and not verify and length > size:
+        return _not_a_tfrecord(path, bytes(header), f"the first record claims {length} bytes")
+    return TruncatedRecordError(
+        path,
+        f"the record claims {length} payload bytes but the file ends {size - offset - HEADER_SIZE} bytes after its "
+        "header",
+        record,
+        offset,
+    )
 
 
 def scan_frames(
@@ -139,20 +160,10 @@ def scan_frames(
                 base, pos = offset, 0
             length, length_crc = HEADER.unpack_from(buf, pos)
             if verify and masked_crc32c(view[pos : pos + 8]) != length_crc:
-                if offset == 0:
-                    raise _not_a_tfrecord(path, bytes(view[pos : pos + 8]), "the first record header fails its CRC")
-                raise CorruptLengthError(path, "the record length fails its CRC", record, offset)
+                raise length_crc_error(path, view[pos : pos + 8], record, offset)
             framed = length + FRAME_OVERHEAD
             if offset + framed > size:
-                if offset == 0 and not verify and length > size:
-                    raise _not_a_tfrecord(path, bytes(view[pos : pos + 8]), f"the first record claims {length} bytes")
-                raise TruncatedRecordError(
-                    path,
-                    f"the record claims {length} payload bytes but the file ends {size - offset - HEADER_SIZE} "
-                    "bytes after its header",
-                    record,
-                    offset,
-                )
+                raise overrun_error(path, view[pos : pos + 8], length, size, record, offset, verify)
             if filled - pos < framed:
                 buf, view, filled = _refill(f, buf, view, pos, filled, framed)
                 base, pos = offset, 0
