@@ -311,3 +311,18 @@ def test_tile_records_are_byte_identical_across_processes(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(path)], check=True, env={**os.environ, "PYTHONHASHSEED": seed})
         digests.add(path.read_bytes())
     assert len(digests) == 1
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    from slidetiles.io.writer import atomic_write
+
+    target = tmp_path / "manifest.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as f:
+            f.write("half of the new")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["manifest.json"]
+    with atomic_write(target, "w", fsync=True, keep_mode=True) as f:
+        f.write("new")
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["manifest.json"]

@@ -122,14 +122,10 @@ def iter_tiles(seed: int, n: int, px: int = 299, quality: int | None = None) -> 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     # A reader (or a pipeline rerun after a crash) never sees a half-written file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from slidetiles.io.writer import atomic_write
+
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def _annotations(rng: np.random.Generator, n_slides: int, n_sites: int):

@@ -32,7 +32,7 @@ from slidetiles.dataset.catalog import Catalog, make_frame
 from slidetiles.dataset.clipping import ClipSpec
 from slidetiles.dataset.sources import parse_sources
 from slidetiles.errors import DatasetError, StaleManifestError
-from slidetiles.io.writer import temporary_path_for
+from slidetiles.io.writer import atomic_write
 
 if TYPE_CHECKING:
     from slidetiles.dataset.dataset import Dataset
@@ -95,15 +95,8 @@ def write_manifest(document: dict, path: str | os.PathLike) -> str:
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    tmp = temporary_path_for(path)
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as f:
+        f.write(text)
     return path
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from slidetiles.errors import InvalidExampleError, StaleIndexError, TFRecordIndexError
 from slidetiles.io.example import WireError, scan_locations
 from slidetiles.io.framing import FRAME_OVERHEAD, scan_frames
-from slidetiles.io.writer import temporary_path_for
+from slidetiles.io.writer import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +143,8 @@ def save_index(
     }
     if locations is not None:
         arrays["locations"] = np.asarray(locations, dtype=np.int64).reshape(-1, 2)
-    tmp = temporary_path_for(target)
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(target) as f:
+        np.savez(f, **arrays)
     return target
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import stat
 
 import numpy as np
 
@@ -15,6 +17,37 @@ def temporary_path_for(path: str) -> str:
     """A hidden, unique name in the same folder as ``path`` (same file system, so ``os.replace`` is atomic)."""
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "wb", *, fsync: bool = False, keep_mode: bool = False):
+    """Write ``path`` through a hidden temporary file beside it that replaces it only if the block completes.
+
+    A killed process or an exception leaves ``path`` as it was (absent, or the old file) and no temporary file.
+    Text modes write UTF-8 with ``\\n`` line ends. ``fsync`` flushes the data to disk before the rename;
+    ``keep_mode`` gives the new file the permissions of the one it replaces (group-writable in a shared folder).
+
+    Example:
+        >>> with atomic_write("results/summary.txt", "w") as f:  # doctest: +SKIP
+        ...     f.write(text)
+    """
+    path = os.fspath(path)
+    tmp = temporary_path_for(path)
+    text = "b" not in mode
+    try:
+        with open(tmp, mode.replace("w", "x"), encoding="utf-8" if text else None, newline="\n" if text else None) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        if keep_mode:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 class TFRecordWriter:

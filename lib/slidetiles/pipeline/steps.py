@@ -135,12 +135,10 @@ def build_manifest(
 
 
 def _write_text(path: str, text: str) -> None:
-    from slidetiles.io.writer import temporary_path_for
+    from slidetiles.io.writer import atomic_write
 
-    tmp = temporary_path_for(path)
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 # -- splits ----------------------------------------------------------------------------------------------------------

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
 
 from slidetiles.errors import SplitError
+from slidetiles.io.writer import atomic_write
 
 _FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 # No dates and no matplotlib version in the file, so the same split always gives the same bytes.
@@ -107,15 +107,9 @@ def plot_split_composition(plan, path: str | os.PathLike, *, title: str | None =
             _site_panel(axes[1], plan)
         heading = title or _heading(plan)
         figure.suptitle(heading, fontsize=11)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        try:
-            figure.savefig(tmp, format=fmt, metadata=_METADATA[fmt], dpi=120, bbox_inches="tight", pad_inches=0.15)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_write(path) as f:
+            figure.savefig(f, format=fmt, metadata=_METADATA[fmt], dpi=120, bbox_inches="tight", pad_inches=0.15)
     return path
 
 

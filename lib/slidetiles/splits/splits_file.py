@@ -48,7 +48,6 @@ import json
 import math
 import os
 import re
-import stat
 import warnings
 
 import pandas as pd
@@ -384,22 +383,12 @@ def locked(path: str | os.PathLike):
 
 
 def _write_atomic(path: str, text: str) -> None:
-    from slidetiles.io.writer import temporary_path_for
+    from slidetiles.io.writer import atomic_write
 
-    tmp = temporary_path_for(path)
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # Keep the mode of the file we replace (group-writable in a shared project folder, say).
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # A splits file is a record kept for years, often in a shared project folder: flush it to disk and keep the
+    # permissions of the file it replaces.
+    with atomic_write(path, "w", fsync=True, keep_mode=True) as f:
+        f.write(text)
     with contextlib.suppress(OSError):
         folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
         try:
