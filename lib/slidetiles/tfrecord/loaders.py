@@ -47,6 +47,83 @@ def _as_arr0(path: str, index) -> np.ndarray:
     return arr_0
 
 
+#: Records considered for one batch: enough for 1 MiB of realistic tiles, few enough that finding the batch's end
+#: costs nothing next to reading it, however long the file.
+_BATCH_WINDOW = 1024
+
+
+def read_batch(
+    path: str, arr_0: np.ndarray, lo: int, hi: int, verify: bool = True, batch_bytes: int = MAX_BATCH_BYTES,
+    skipped: list | None = None,
+) -> tuple[int, list[tuple[int, int, memoryview]]]:
+    """Read the next batch of records ``lo..`` (below ``hi``) of ``path`` with one ``pread``.
+
+    Returns ``(next record, [(record, offset, payload view), ...])``: at most ``batch_bytes`` (at least one
+    record), stopping before a damaged record so that the good ones before it are delivered first; the damaged
+    record is raised when it heads the batch (a payload failing its CRC is appended to ``skipped`` instead, when
+    given). The frames are checked by the C walker in one call where it is available, else record by record.
+    """
+    window = arr_0[lo : min(hi, lo + _BATCH_WINDOW)]
+    ends_array = window[:, 0] + window[:, 1]
+    start = int(window[0, 0])
+    j = min(max(int(np.searchsorted(ends_array, start + batch_bytes, side="right")), 1), len(window))
+    offsets = window[:j, 0].tolist()
+    ends = ends_array[:j].tolist()
+    stop = ends[-1]
+    with open(path, "rb", buffering=0) as f:
+        data = os.pread(f.fileno(), stop - start, start)
+    if len(data) < stop - start:
+        bad = next(k for k in range(j) if ends[k] - start > len(data))
+        if bad:
+            j, offsets, ends = bad, offsets[:bad], ends[:bad]
+        else:
+            raise TruncatedRecordError(
+                path, "the file ends inside this record; it is shorter than its index says", lo, offsets[0]
+            )
+    view = memoryview(data)
+    items = []
+    k = 0
+    fast = fast_scanner(verify)
+    if fast is not None:
+        _, rows, _ = fast(data, 0, len(data), start, verify, False)
+        for offset, framed, _, _ in _ROW.iter_unpack(rows):
+            if k >= j or offset != offsets[k] or offset + framed != ends[k]:
+                break
+            rel = offset - start
+            items.append((lo + k, offset, view[rel + HEADER_SIZE : rel + framed - 4]))
+            k += 1
+    # What the C walker stopped at (or everything, without it), one record at a time.
+    for k in range(k, j):
+        offset = offsets[k]
+        rel = offset - start
+        framed = ends[k] - offset
+        length, length_crc = HEADER.unpack_from(data, rel)
+        record = lo + k
+        error = None
+        if length + 16 != framed:
+            error = CorruptLengthError(
+                path,
+                f"the record header says {length} payload bytes, the index {framed - 16}: the length is "
+                "damaged or the index is stale (rebuild it with `slidetiles index --force`)",
+                record,
+                offset,
+            )
+        elif verify and masked_crc32c(view[rel : rel + 8]) != length_crc:
+            error = CorruptLengthError(path, "the record length fails its CRC", record, offset)
+        payload = view[rel + HEADER_SIZE : rel + HEADER_SIZE + length]
+        if error is None and verify and masked_crc32c(payload) != FOOTER.unpack_from(data, rel + HEADER_SIZE + length)[0]:
+            error = CorruptRecordError(path, f"the {length}-byte payload fails its CRC", record, offset)
+            if skipped is not None:
+                skipped.append(error)
+                continue
+        if error is not None:
+            if items:
+                return record, items
+            raise error
+        items.append((record, offset, payload))
+    return lo + j, items
+
+
 def iter_payloads(
     path: str,
     arr_0: np.ndarray,
@@ -61,63 +138,10 @@ def iter_payloads(
 
     The payload is a view into the current batch; it stays valid as long as it is referenced.
     """
-    # Numpy for the whole range, Python ints one batch at a time: memory stays flat however long the file.
-    starts = np.ascontiguousarray(arr_0[lo:hi, 0])
-    ends_array = starts + arr_0[lo:hi, 1]
-    fast = fast_scanner(verify)
-    i, n = 0, len(starts)
-    while i < n:
-        start = int(starts[i])
-        j = int(np.searchsorted(ends_array, start + batch_bytes, side="right"))
-        j = min(max(j, i + 1), n)
-        offsets = starts[i:j].tolist()
-        ends = ends_array[i:j].tolist()
-        stop = ends[-1]
-        with open(path, "rb", buffering=0) as f:
-            data = os.pread(f.fileno(), stop - start, start)
-        if len(data) < stop - start:
-            bad = next(k for k in range(j - i) if ends[k] - start > len(data))
-            raise TruncatedRecordError(
-                path, "the file ends inside this record; it is shorter than its index says", lo + i + bad, offsets[bad]
-            )
-        view = memoryview(data)
-        k = 0
-        if fast is not None:
-            # The C walker checks the whole batch in one call; records it stops at (damage, or a frame that
-            # disagrees with the index) are handled one by one below, with the pure-Python path's errors.
-            _, rows, _ = fast(data, 0, len(data), start, verify, False)
-            for offset, framed, _, _ in _ROW.iter_unpack(rows):
-                if k >= j - i or offset != offsets[k] or offset + framed != ends[k]:
-                    break
-                rel = offset - start
-                yield lo + i + k, offset, view[rel + HEADER_SIZE : rel + framed - 4]
-                k += 1
-        for k in range(k, j - i):
-            offset = offsets[k]
-            rel = offset - start
-            framed = ends[k] - offset
-            length, length_crc = HEADER.unpack_from(data, rel)
-            record = lo + i + k
-            if length + 16 != framed:
-                raise CorruptLengthError(
-                    path,
-                    f"the record header says {length} payload bytes, the index {framed - 16}: the length is "
-                    "damaged or the index is stale (rebuild it with `slidetiles index --force`)",
-                    record,
-                    offset,
-                )
-            payload = view[rel + HEADER_SIZE : rel + HEADER_SIZE + length]
-            if verify:
-                if masked_crc32c(view[rel : rel + 8]) != length_crc:
-                    raise CorruptLengthError(path, "the record length fails its CRC", record, offset)
-                if masked_crc32c(payload) != FOOTER.unpack_from(data, rel + HEADER_SIZE + length)[0]:
-                    error = CorruptRecordError(path, f"the {length}-byte payload fails its CRC", record, offset)
-                    if skipped is None:
-                        raise error
-                    skipped.append(error)
-                    continue
-            yield record, offset, payload
-        i = j
+    position = lo
+    while position < hi:
+        position, items = read_batch(path, arr_0, position, hi, verify, batch_bytes, skipped)
+        yield from items
 
 
 def _clipped_bounds(n_records: int, clip: int | None, shard) -> tuple[int, int]:
