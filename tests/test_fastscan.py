@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from slidetiles import errors
 from slidetiles.io import fastscan, tfrecord2idx
-from slidetiles.io.example import WireError, build_example, scan_locations, tile_example
+from slidetiles.io.example import WireError, build_example, parse_example, scan_locations, tile_example
 from slidetiles.io.framing import encode_frame, masked_crc32c
 
 from helpers import write_tiles
@@ -284,6 +284,66 @@ def test_unusual_layouts_go_to_python(name):
         scan_locations(memoryview(bytearray(payload)))
     except WireError:
         pass
+
+
+# -- the C tile parser answers only where protobuf answers the same ------------------------------------------------
+def check_tile(payload):
+    """C's answer is None (protobuf decides) or exactly what parsing with upb gives; returns C's answer."""
+    got = _fastscan.tile_fields(payload)
+    if got is not None:
+        parsed = parse_example(bytes(payload), decode_slide=False)
+        assert sorted(parsed) == ["image_raw", "loc_x", "loc_y", "slide"]
+        assert got == (parsed["image_raw"], parsed["loc_x"], parsed["loc_y"])
+        assert type(got[0]) is bytes
+    return got
+
+
+@settings(max_examples=300, deadline=None)
+@given(blob=st.binary(max_size=200))
+def test_c_tile_parser_on_random_bytes(blob):
+    check_tile(blob)
+    check_tile(b"\x0a" + bytes([len(blob)]) + blob if len(blob) < 128 else blob)
+
+
+@settings(max_examples=200, deadline=None)
+@given(image=st.binary(max_size=3000), slide=st.text(max_size=20), x=int64s, y=int64s,
+       extra=st.dictionaries(st.sampled_from(["label", "loc_z", "image"]), st.one_of(st.binary(max_size=30), int64s),
+                             max_size=2))
+def test_c_tile_parser_reads_what_writers_write(image, slide, x, y, extra):
+    # Slideflow's four features, as our writer and TensorFlow's serialise them: C must answer, and answer right.
+    assert check_tile(tile_example(image, slide, x, y)) == (image, x, y)
+    assert check_tile(build_example({"image_raw": image, "slide": slide.encode(), "loc_x": x, "loc_y": y})) == (image, x, y)
+    if extra:  # any other feature set is protobuf's to parse
+        assert check_tile(build_example({"image_raw": image, "slide": slide.encode(), "loc_x": x, "loc_y": y, **extra})) is None
+
+
+TILE = example(IMAGE, SLIDE, _LOCS)
+#: Tile-like records the C parser must hand to protobuf (valid ones protobuf reads, and malformed ones).
+UNUSUAL_TILES = {
+    **UNUSUAL,
+    "duplicate key": example(IMAGE, SLIDE, _LOCS, entry(b"loc_x", int64_feature(3))),
+    "two images": example(entry(b"image_raw", delimited(0x0A, delimited(0x0A, b"a") + delimited(0x0A, b"b"))), SLIDE, _LOCS),
+    "two locations": example(IMAGE, SLIDE, entry(b"loc_x", int64_feature(5, 7)), entry(b"loc_y", int64_feature(6))),
+    "fifth feature": example(IMAGE, SLIDE, _LOCS, entry(b"label", int64_feature(1))),
+    "no slide": example(IMAGE, _LOCS),
+    "image as int64": example(entry(b"image_raw", int64_feature(1)), SLIDE, _LOCS),
+    "location as bytes": example(IMAGE, SLIDE, entry(b"loc_x", bytes_feature(b"1")), entry(b"loc_y", int64_feature(2))),
+    "unpacked locations": example(IMAGE, SLIDE, entry(b"loc_x", int64_feature(1, packed=False)), entry(b"loc_y", int64_feature(2))),
+    "two features messages": TILE + TILE,
+    "trailing field": TILE + b"\x10\x01",
+    "value before key": example(entry(b"image_raw", bytes_feature(b"\xff\xd8"), key_first=False), SLIDE, _LOCS),
+    "cut short": TILE[:-1],
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNUSUAL_TILES))
+def test_unusual_tile_records_go_to_protobuf(name):
+    assert _fastscan.tile_fields(UNUSUAL_TILES[name]) is None
+
+
+def test_c_tile_parser_reads_a_tile_record():
+    assert check_tile(TILE) == (b"\xff\xd8" + bytes(300), 1, 2)
+    assert check_tile(memoryview(bytearray(b"xx" + TILE))[2:]) == (b"\xff\xd8" + bytes(300), 1, 2)  # any buffer
 
 
 # -- index builds: same arrays, same errors ---------------------------------------------------------------------------

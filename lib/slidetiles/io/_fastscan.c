@@ -407,6 +407,87 @@ static int fast_locations(const unsigned char *b, size_t end, int64_t *x, int64_
     return have_x && have_y;
 }
 
+/* ---- a whole tile record ------------------------------------------------------------------------------------ */
+
+/* One length-delimited field: tag byte `tag` at *pos, then a varint length that fits before `end`. */
+static inline int read_len_field(const unsigned char *b, size_t *pos, size_t end, unsigned tag, size_t *start,
+                                 size_t *stop)
+{
+    uint64_t length;
+    size_t next;
+    if (*pos >= end || b[*pos] != tag || !read_varint(b, *pos + 1, end, &length, &next) || length > end - next)
+        return 0;
+    *start = next;
+    *stop = next + (size_t)length;
+    *pos = *stop;
+    return 1;
+}
+
+/* The value of Feature{bytes_list{value: [one]}} (kind 0x0A) or Feature{int64_list{value: [one], packed}} (kind 0x1A)
+ * spanning b[pos:end] exactly, as [start, stop). */
+static inline int single_value(const unsigned char *b, size_t pos, size_t end, unsigned kind, size_t *start,
+                               size_t *stop)
+{
+    size_t list_start, list_stop;
+    if (!read_len_field(b, &pos, end, kind, &list_start, &list_stop) || pos != end)
+        return 0;
+    pos = list_start;
+    return read_len_field(b, &pos, list_stop, 0x0A, start, stop) && pos == list_stop;
+}
+
+/* The common tile record, decided strictly: an Example whose features map holds exactly Slideflow's four keys, once
+ * each - image_raw and slide one bytes value each, loc_x and loc_y one packed int64 each - with nothing else
+ * anywhere (no unknown field, no repeated key, no second features message, no extra list value). Returns 1 with
+ * the image's place and the locations; 0 for anything else, which Python then parses with upb, so results and
+ * errors stay protobuf's own. */
+static int fast_tile(const unsigned char *b, size_t end, size_t *image_start, size_t *image_stop, int64_t *x,
+                     int64_t *y)
+{
+    size_t pos = 0, features_start, features_stop;
+    if (!read_len_field(b, &pos, end, 0x0A, &features_start, &features_stop) || pos != end)
+        return 0;
+    unsigned seen = 0;
+    pos = features_start;
+    while (pos < features_stop) {
+        size_t entry_start, entry_stop, key_start, key_stop, value_start, value_stop, start, stop;
+        if (!read_len_field(b, &pos, features_stop, 0x0A, &entry_start, &entry_stop))
+            return 0;
+        size_t at = entry_start;
+        if (!read_len_field(b, &at, entry_stop, 0x0A, &key_start, &key_stop) ||
+            !read_len_field(b, &at, entry_stop, 0x12, &value_start, &value_stop) || at != entry_stop)
+            return 0;
+        size_t key_length = key_stop - key_start;
+        const unsigned char *key = b + key_start;
+        unsigned bit;
+        if (key_length == 9 && memcmp(key, "image_raw", 9) == 0)
+            bit = 1;
+        else if (key_length == 5 && memcmp(key, "slide", 5) == 0)
+            bit = 2;
+        else if (key_length == 5 && memcmp(key, "loc_x", 5) == 0)
+            bit = 4;
+        else if (key_length == 5 && memcmp(key, "loc_y", 5) == 0)
+            bit = 8;
+        else
+            return 0;
+        if (seen & bit)
+            return 0;
+        seen |= bit;
+        if (!single_value(b, value_start, value_stop, bit <= 2 ? 0x0A : 0x1A, &start, &stop))
+            return 0;
+        if (bit == 1) {
+            *image_start = start;
+            *image_stop = stop;
+        } else if (bit >= 4) {
+            uint64_t number;
+            size_t next;
+            if (!read_varint(b, start, stop, &number, &next) || next != stop)
+                return 0;
+            *(bit == 4 ? x : y) = as_int64(number);
+        }
+    }
+    return seen == 15;
+}
+
 /* ---- frame walker ------------------------------------------------------------------------------------------- */
 
 /* Why scan() stopped, at the returned position. Keep in sync with fastscan.py. */
@@ -601,12 +682,36 @@ static PyObject *py_scan_locations(PyObject *self, PyObject *args)
     return Py_BuildValue("(LL)", (long long)x, (long long)y);
 }
 
+PyDoc_STRVAR(tile_fields_doc,
+"tile_fields(payload) -> (image_raw, loc_x, loc_y) | None\n\n"
+"The image bytes and locations of a serialised Example holding exactly Slideflow's four tile features, one\n"
+"value each; None for any other record (parse it with protobuf).");
+
+static PyObject *py_tile_fields(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:tile_fields", &view))
+        return NULL;
+    size_t start = 0, stop = 0;
+    int64_t x = 0, y = 0;
+    PyObject *result;
+    if (fast_tile(view.buf, (size_t)view.len, &start, &stop, &x, &y))
+        result = Py_BuildValue("(y#LL)", (const char *)view.buf + start, (Py_ssize_t)(stop - start), (long long)x,
+                               (long long)y);
+    else
+        result = Py_NewRef(Py_None);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, scan_doc},
     {"crc32c", py_crc32c, METH_VARARGS, crc32c_doc},
     {"crc32c_using", py_crc32c_using, METH_VARARGS, crc32c_using_doc},
     {"masked_crc32c", py_masked_crc32c, METH_VARARGS, masked_crc32c_doc},
     {"scan_locations", py_scan_locations, METH_VARARGS, scan_locations_doc},
+    {"tile_fields", py_tile_fields, METH_VARARGS, tile_fields_doc},
     {NULL, NULL, 0, NULL},
 };
 
