@@ -479,7 +479,7 @@ def test_released_buffers_are_recycled_and_tickets_freed(corpus, sources):
 
     loader = make_torch_loader(sources * 4, batch_size=3, num_workers=2, infinite=False, seed=0,
                                incl_slidenames=True, incl_loc=True)
-    tickets = loader.dataset._tickets
+    tickets = loader.dataset._ring.tickets
     seen = set()
     for epoch in range(2):
         loader.set_epoch(epoch)
@@ -496,7 +496,49 @@ def test_released_buffers_are_recycled_and_tickets_freed(corpus, sources):
     del batch
     run_epoch(loader)
     gc.collect()
-    assert not loader.dataset._tickets.any()  # every buffer handed out came back
+    assert loader.dataset._ring.in_use() == 0  # every buffer handed out came back
+
+
+def test_each_buffer_crosses_once(corpus, sources):
+    # The point of the ring: a batch crosses as a reference to a buffer the main process already maps.
+    loader = make_torch_loader(sources * 4, batch_size=3, num_workers=2, infinite=False, seed=0,
+                               incl_slidenames=True, incl_loc=True)
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        for batch in loader:
+            check_batch(batch, corpus[1])
+    batches, mapped = loader.dataset._ring.received()
+    assert batches == 3 * len(loader) and mapped <= 2 * loader.dataset.ring_size
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("standardize", [False, True])
+def test_layouts_and_dtypes_through_the_ring(sources, channels_last, standardize):
+    kwargs = dict(batch_size=5, infinite=False, seed=3, standardize=standardize, channels_last=channels_last)
+    in_process = run_epoch(make_torch_loader(sources, **kwargs))
+    # One worker reads the same shard as no worker: same batches, in the same order.
+    workers = run_epoch(make_torch_loader(sources, num_workers=1, persistent_workers=False, **kwargs))
+    assert len(workers) == len(in_process)
+    for a, b in zip(in_process, workers):
+        assert a[0].dtype == b[0].dtype == (torch.float32 if standardize else torch.uint8)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert b[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_non_persistent_workers_leave_no_buffers_mapped(sources):
+    loader = make_torch_loader(sources, batch_size=4, num_workers=2, infinite=False, seed=0, persistent_workers=False)
+    for _ in range(2):
+        kept = run_epoch(loader)
+    assert not loader.dataset._ring._receiver.buffers  # unmapped once the epoch's workers were gone
+    assert sum(len(b[0]) for b in kept) == sum(SIZES)  # batches still held keep their memory
+    del kept
+
+
+def test_c_tile_parser_and_protobuf_give_the_same_batches(sources, monkeypatch):
+    kwargs = dict(batch_size=4, infinite=False, seed=1, labels=True, incl_slidenames=True, incl_loc=True)
+    fast = run_epoch(make_torch_loader(sources, **kwargs))
+    monkeypatch.setenv("SLIDETILES_PURE_PYTHON", "1")
+    assert same_batches(fast, run_epoch(make_torch_loader(sources, **kwargs)))
 
 
 def test_plain_dataloader_over_batches_has_no_ticket(sources):

@@ -7,10 +7,10 @@ all inside the worker process.
 
 Batches are assembled in the workers (``make_torch_loader`` passes ``batch_size`` to the dataset and
 ``batch_size=None`` to the DataLoader): each tile is decoded straight into its slot of a batch tensor in shared
-memory, so there is no per-tile tensor and no collate copy, and the main process receives the batch without
-copying it. Each worker recycles a small ring of such buffers (``prefetch_factor + 3``, ~17 MB each for 64
-tiles of 299 px) once the main process has dropped a batch: decoding into fresh shared memory costs ~65 page
-faults per tile, which measured +70% on top of decoding (it is what a DataLoader with default_collate pays).
+memory, so there is no per-tile tensor and no collate copy. Each worker recycles a small ring of such buffers
+(``prefetch_factor + 3``, ~17 MB each for 64 tiles of 299 px) that the main process maps once, so a batch
+crosses as a few hundred bytes saying which buffer holds it (:mod:`~slidetiles.loaders.shared_batches` says
+what that saves and how a buffer is known to be free again).
 Images come as ``(N, 3, H, W)`` uint8 (float32 with ``standardize``), laid out channels-last in memory (the
 layout convolutions run fastest on; ``.contiguous()`` gives NCHW-contiguous).
 
@@ -32,9 +32,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
-import uuid
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from slidetiles.errors import TileImageError
 from slidetiles.io.images import decode_image
 from slidetiles.loaders.augment import AugmentStream, Augmenter, _standardize_method, standardize
+from slidetiles.loaders.shared_batches import BatchRing, shared_empty
 from slidetiles.loaders.sharding import (
     IndexCache,
     RawTile,
@@ -80,90 +78,6 @@ def _distributed_defaults(rank, world_size) -> tuple[int, int]:
     if world_size is None:
         world_size = torch.distributed.get_world_size() if initialised else 1
     return int(rank), int(world_size)
-
-
-def _shared_empty(shape, dtype) -> torch.Tensor:
-    """An uninitialised tensor in shared memory when in a worker (sending it to the main process then copies
-    nothing), else in ordinary memory. Same trick as torch's default_collate."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    numel = int(np.prod(shape))
-    try:
-        elem = torch.empty(0, dtype=dtype)
-        storage = elem._typed_storage()._new_shared(numel, device="cpu")
-        return elem.new(storage).resize_(shape)
-    except (AttributeError, RuntimeError):  # private API: fall back to a copy at send time
-        return torch.empty(shape, dtype=dtype)
-
-
-# -- recycled batch buffers ----------------------------------------------------------------------------------------
-#
-# A batch decoded into fresh shared memory costs ~65 page faults per 299-px tile (the kernel zero-fills every
-# shm page on first touch): measured +220 us per tile on top of a ~310 us decode, which is why a DataLoader
-# worker (torch's default_collate allocates the same way) cannot get near decode-only speed. So each worker
-# recycles a ring of _RING shared-memory batch buffers. A buffer may be reused only once the main process has
-# let go of the batch; the protocol:
-#
-# - ``_tickets``, a shared int64 table (_SLOTS workers x _RING), holds 0 for a free buffer, else the token of the
-#   batch that holds it. The worker takes a slot only when it reads 0 and writes a fresh token; the main process
-#   clears a slot only when it still holds the token of the batch being freed. Each state has one writer, so
-#   there is no race, and a stale release (a batch of an earlier worker process) cannot free a newer buffer.
-# - The batch carries a _Ticket. Unpickling it in the main process (every received batch, including those the
-#   DataLoader drains internally) puts a finalizer on the batch's storage; torch keeps one Python object per
-#   storage, so the finalizer runs when the last view of the batch (numpy views included) is gone.
-# - If every buffer is out (a consumer that keeps batches), the worker allocates a fresh one: correctness never
-#   depends on the consumer.
-
-#: Most buffers a worker's ring can hold; make_torch_loader uses prefetch_factor + 3 of them (the batches in
-#: the queue, the one the training step holds, the one it just dropped, one being filled).
-_RING = 8
-_TICKET_TABLES: "weakref.WeakValueDictionary[str, np.ndarray]" = weakref.WeakValueDictionary()
-
-
-def _release(table: np.ndarray, slot: int, token: int) -> None:
-    if table[slot] == token:
-        table[slot] = 0
-
-
-def _claim(table_id: str, slot: int, token: int, images: torch.Tensor) -> None:
-    """Runs where a batch is unpickled (the main process): free its buffer when the batch is garbage."""
-    table = _TICKET_TABLES.get(table_id)
-    if table is not None:
-        weakref.finalize(images.untyped_storage(), _release, table, slot, token)
-
-
-class _Ticket:
-    """Rides along with a recycled batch from the worker; becomes None on arrival (see _claim)."""
-
-    __slots__ = ("table_id", "slot", "token", "images")
-
-    def __init__(self, table_id, slot, token, images):
-        self.table_id, self.slot, self.token, self.images = table_id, slot, token, images
-
-    def __reduce__(self):
-        return (_claim, (self.table_id, self.slot, self.token, self.images))
-
-
-class _BatchPool:
-    """One worker's ring of shared-memory batch buffers."""
-
-    def __init__(self, table: np.ndarray, worker_slot: int, size: int):
-        self.row = table.reshape(_SLOTS, _RING)[worker_slot, : max(1, min(size, _RING))]
-        self.base = worker_slot * _RING
-        self.buffers: dict[int, torch.Tensor] = {}
-        self.prefix = os.getpid() << 32
-        self.count = 0
-
-    def get(self, shape, dtype) -> tuple[torch.Tensor, tuple[int, int] | None]:
-        for k in np.flatnonzero(self.row == 0).tolist():
-            buffer = self.buffers.get(k)
-            if buffer is None or tuple(buffer.shape) != shape or buffer.dtype != dtype:
-                buffer = self.buffers[k] = _shared_empty(shape, dtype)
-            self.count += 1
-            token = self.prefix | (self.count & 0x7FFFFFFF) or 1
-            self.row[k] = token
-            return buffer, (self.base + k, token)
-        return _shared_empty(shape, dtype), None
 
 
 def _where(path: str, tile: RawTile) -> str:
@@ -261,16 +175,13 @@ class TileIterableDataset(IterableDataset):
         # Shared with every worker, whatever the start method: the epoch each pass reads, and skip counts.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._skipped = torch.zeros(_SLOTS, dtype=torch.int64).share_memory_()
-        self._tickets = torch.zeros(_SLOTS * _RING, dtype=torch.int64).share_memory_()
-        self._tickets_id = uuid.uuid4().hex
-        self._tickets_view = self._tickets.numpy()
-        _TICKET_TABLES[self._tickets_id] = self._tickets_view
-        #: Set by make_torch_loader: batches end with a _Ticket that TileDataLoader strips (off for a plain
-        #: DataLoader), and each worker recycles up to ``ring_size`` batch buffers.
+        #: Set by make_torch_loader: workers send batches through a ring of ``ring_size`` recycled shared-memory
+        #: buffers (:mod:`~slidetiles.loaders.shared_batches`). Off for a plain DataLoader, whose collate_fn
+        #: would see SharedBatch objects instead of tuples.
         self.recycle_batches = False
         self.ring_size = 5
+        self._ring = BatchRing()
         self._indexes = IndexCache()
-        self._pool: _BatchPool | None = None
 
     # -- epochs, counters, length --------------------------------------------------------------------------
 
@@ -318,13 +229,7 @@ class TileIterableDataset(IterableDataset):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_indexes"] = IndexCache()  # a spawned worker loads what it reads
-        state["_pool"] = None
-        del state["_tickets_view"]  # a numpy view of shared memory does not pickle as one; rebuilt below
         return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._tickets_view = self._tickets.numpy()
 
     def __repr__(self) -> str:
         return (
@@ -419,10 +324,10 @@ class TileIterableDataset(IterableDataset):
             f"holds {expected[1]}x{expected[0]} px tiles; a loader needs tiles of one size",
         )
 
-    def _batches(self, tiles, augments, on_skip) -> Iterator[tuple]:
+    def _batches(self, tiles, augments, on_skip) -> Iterator:
         size = self.batch_size
         shape = None
-        images = ticket = target = scratch = staging = None
+        buffer = place = target = scratch = staging = None
         sources: list[int] = []
         locations: list[tuple[int, int]] = []
         decode_jpeg = _simplejpeg.decode_jpeg if _simplejpeg is not None else None
@@ -434,12 +339,13 @@ class TileIterableDataset(IterableDataset):
                     on_skip(error, 1)
                     continue
                 scratch = np.empty(shape, np.uint8)
-                if self.standardize:
-                    # uint8 staging is reused; only the float32 batch is handed out.
+                if self.standardize or not self.channels_last:
+                    # The batch handed out is float32 or NCHW: tiles are decoded into this reused uint8 NHWC
+                    # staging batch first and converted once per batch.
                     staging = np.empty((size, *shape), np.uint8)
-            if images is None:
-                images, ticket = self._allocate((size, *shape), torch.float32 if self.standardize else torch.uint8)
-                target = staging if self.standardize else images.numpy()
+            if buffer is None:
+                buffer, place = self._allocate((size, *shape))
+                target = staging if staging is not None else buffer.numpy()
             out = target[len(sources)] if augments is None else scratch
             data = tile.image
             try:
@@ -465,43 +371,46 @@ class TileIterableDataset(IterableDataset):
             sources.append(tile.source)
             locations.append((tile.loc_x, tile.loc_y))
             if len(sources) == size:
-                yield self._finish(images, ticket, staging, sources, locations)
-                images, sources, locations = None, [], []
+                yield self._finish(buffer, place, staging, sources, locations)
+                buffer, sources, locations = None, [], []
         if sources and not self.drop_last:
-            yield self._finish(images, ticket, staging, sources, locations)
+            yield self._finish(buffer, place, staging, sources, locations)
 
-    def _allocate(self, shape, dtype) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    def _allocate(self, nhwc: tuple) -> tuple[torch.Tensor, tuple | None]:
+        """The tensor a batch of ``nhwc`` tiles is handed out in, and where it sits in this worker's ring."""
+        dtype = torch.float32 if self.standardize else torch.uint8
+        shape = nhwc if self.channels_last else (nhwc[0], nhwc[3], nhwc[1], nhwc[2])
         info = get_worker_info()
         if info is None:
             # In this process, numpy's memory: glibc hands a freed batch's pages back for the next one, so
             # there are no page faults (a fresh torch.empty costs ~8 per tile, +30 us).
-            return torch.from_numpy(np.empty(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype)), None
-        if not self.recycle_batches or not self.channels_last or info.id >= _SLOTS:
-            return _shared_empty(shape, dtype), None
-        if self._pool is None:
-            self._pool = _BatchPool(self._tickets_view, info.id, self.ring_size)
-        return self._pool.get(shape, dtype)
+            return torch.from_numpy(np.empty(shape, dtype=np.float32 if self.standardize else np.uint8)), None
+        ring = self._ring.worker_ring(info.id, self.ring_size) if self.recycle_batches else None
+        if ring is None:
+            return shared_empty(shape, dtype), None
+        buffer, k, token = ring.take(shape, dtype)
+        return buffer, (ring, k, token)
 
-    def _finish(self, images, ticket, staging, sources, locations) -> tuple:
+    def _finish(self, buffer, place, staging, sources, locations):
         n = len(sources)
-        if self.standardize:
-            standardize(staging[:n], self.standardize, out=images.numpy()[:n])
-        batch = images[:n].permute(0, 3, 1, 2)
-        if not self.channels_last:
-            batch = batch.contiguous()
-        if self.labels is None:
-            labels = torch.zeros(n, dtype=torch.int64)
-        else:
-            labels = torch.from_numpy(self.labels.values[sources])
-        out = [batch, labels]
+        if staging is not None:
+            result = staging[:n]
+            if self.standardize:
+                result = standardize(result, self.standardize, out=buffer.numpy()[:n] if self.channels_last else None)
+            if not self.channels_last:
+                buffer[:n].copy_(torch.from_numpy(result).permute(0, 3, 1, 2))
+        labels = np.zeros(n, np.int64) if self.labels is None else self.labels.values[sources]
+        rest: list = [labels]
         if self.incl_slidenames:
-            out.append([self.sources[i].slide for i in sources])
+            rest.append([self.sources[i].slide for i in sources])
         if self.incl_loc:
-            loc = torch.tensor(locations, dtype=torch.int64).reshape(n, 2)
-            out += [loc[:, 0], loc[:, 1]]
-        if self.recycle_batches:
-            out.append(None if ticket is None else _Ticket(self._tickets_id, *ticket, images))
-        return tuple(out)
+            loc = np.array(locations, dtype=np.int64).reshape(n, 2).T
+            rest += [loc[0], loc[1]]
+        if place is not None:
+            ring, k, token = place
+            return ring.package(buffer, k, token, n, self.channels_last, tuple(rest))
+        images = buffer[:n].permute(0, 3, 1, 2) if self.channels_last else buffer[:n]
+        return (images, *(torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in rest))
 
 
 class TileDataLoader(DataLoader):
@@ -516,27 +425,34 @@ class TileDataLoader(DataLoader):
 
     def __iter__(self):
         iterator = super().__iter__()
-        strip = getattr(self.dataset, "recycle_batches", False)
         try:
-            if strip:
-                for batch in iterator:
-                    yield tuple(batch[:-1])  # the ticket, already claimed (None) or None
-            else:
-                yield from iterator
+            for batch in iterator:
+                # DataLoader's default_convert (no workers) and pin_memory turn tuples into lists.
+                yield batch if type(batch) is tuple else tuple(batch)
         except GeneratorExit:  # the caller stopped early (break): the workers stay for the next epoch
             raise
         except BaseException:
-            _stop_workers(iterator)
-            if self.__dict__.get("_iterator") is iterator:
-                self._iterator = None
+            self._stop(iterator)
             raise
+        if not self.persistent_workers:
+            self._forget_buffers()  # this epoch's workers are gone; batches still held keep their buffers
+
+    def _stop(self, iterator) -> None:
+        _stop_workers(iterator)
+        if self.__dict__.get("_iterator") is iterator:
+            self._iterator = None
+        self._forget_buffers()
+
+    def _forget_buffers(self) -> None:
+        ring = getattr(self.dataset, "_ring", None)
+        if ring is not None:
+            ring.forget()
 
     def close(self) -> None:
         """Stop persistent worker processes now rather than when the loader is freed; the next epoch starts new ones."""
         iterator = self.__dict__.get("_iterator")
         if iterator is not None:
-            _stop_workers(iterator)
-            self._iterator = None
+            self._stop(iterator)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for ``epoch``; call before iterating each epoch, as with ``DistributedSampler``."""
