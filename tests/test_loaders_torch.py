@@ -479,11 +479,11 @@ def test_released_buffers_are_recycled_and_tickets_freed(corpus, sources):
 
     loader = make_torch_loader(sources * 4, batch_size=3, num_workers=2, infinite=False, seed=0,
                                incl_slidenames=True, incl_loc=True)
-    tickets = loader.dataset._ring.tickets
     seen = set()
     for epoch in range(2):
         loader.set_epoch(epoch)
         for batch in loader:
+            tickets = loader.dataset._ring.tickets  # the persistent workers' ring, made when they started
             check_batch(batch, corpus[1])  # a recycled buffer holds this batch's tiles, not an older one's
             seen.update((slot, token) for slot, token in enumerate(tickets.tolist()) if token)
     slots = {slot for slot, _ in seen}
@@ -523,6 +523,34 @@ def test_layouts_and_dtypes_through_the_ring(sources, channels_last, standardize
         assert a[0].dtype == b[0].dtype == (torch.float32 if standardize else torch.uint8)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
         assert b[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_concurrent_passes_have_rings_of_their_own(corpus, sources):
+    # Two live iterators of one loader (non-persistent workers): two sets of workers with the same worker ids.
+    loader = make_torch_loader(sources * 2, batch_size=3, num_workers=2, infinite=False, seed=0, persistent_workers=False,
+                               incl_slidenames=True, incl_loc=True)
+    first, second = iter(loader), iter(loader)
+    a, b = [next(first)], [next(second)]
+    a += list(first)
+    b += list(second)
+    for batch in a + b:
+        check_batch(batch, corpus[1])
+    assert ids_of(a) == ids_of(b) and len(a) == len(loader)
+
+
+def test_interrupted_passes_leak_no_tickets(sources):
+    loader = make_torch_loader(sources * 4, batch_size=2, num_workers=2, infinite=False, seed=0, persistent_workers=False)
+    for _ in range(4):
+        for i, batch in enumerate(loader):
+            if i == 2:
+                break  # batches still queued are dropped with the workers
+    del batch
+    for batch in loader:  # a whole pass, dropping each batch: the ring is never short of free buffers
+        pass
+    del batch
+    batches, buffers = loader.dataset._ring.received()
+    assert batches == len(loader) and buffers <= 2 * loader.dataset.ring_size
+    assert loader.dataset._ring.in_use() == 0
 
 
 def test_non_persistent_workers_leave_no_buffers_mapped(sources):

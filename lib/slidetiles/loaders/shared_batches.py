@@ -101,15 +101,16 @@ def _release(tickets: np.ndarray, entry: int, token: int) -> None:
 
 def _receive(ring_id, slot, pid, k, token, buffer, n, channels_last, rest) -> tuple:
     """Runs where a batch is unpickled (the training process): the batch as the tuple the loader yields."""
+    receiver = _RECEIVERS.get(ring_id)
+    if receiver is not None:
+        receiver.batches += 1
+        receiver.mapped += buffer is not None
     if k < 0:  # a one-off buffer: use it as torch sent it
         images = buffer[:n]
     else:
-        receiver = _RECEIVERS.get(ring_id)
         if receiver is None:
             raise RuntimeError("a batch arrived for a TileIterableDataset that no longer exists in this process")
-        receiver.batches += 1
         if buffer is not None:
-            receiver.mapped += 1
             receiver.store(slot, pid, k, buffer.numpy())
         view = receiver.lookup(slot, pid, k)[:n]  # a new array object: its lifetime is the batch's
         weakref.finalize(view, _release, receiver.tickets, slot * RING + k, token)
@@ -200,7 +201,8 @@ class BatchRing:
         return int(np.count_nonzero(self.tickets.numpy()))
 
     def received(self) -> tuple[int, int]:
-        """(batches received through the ring, buffers mapped for them) in this process (tests and diagnostics)."""
+        """(batches received, buffers that came with them: the ring's, once each, and one-off ones) in this process
+        (tests and diagnostics)."""
         return self._receiver.batches, self._receiver.mapped
 
     def forget(self) -> None:

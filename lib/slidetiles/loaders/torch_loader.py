@@ -424,6 +424,18 @@ class TileDataLoader(DataLoader):
     """
 
     def __iter__(self):
+        dataset = self.dataset
+        if (
+            self.num_workers > 0
+            and isinstance(dataset, TileIterableDataset)
+            and (not self.persistent_workers or self.__dict__.get("_iterator") is None)
+        ):
+            # New worker processes start below: they get a ring of their own (tickets table and receiver), so
+            # workers of another pass still running (two iterators of one loader, a DataLoader sharing the
+            # dataset) never share a ticket with them, and the tickets of batches that an interrupted pass never
+            # delivered die with that pass.
+            dataset._ring = BatchRing()
+        ring = getattr(dataset, "_ring", None)  # held while this pass's batches may still arrive
         iterator = super().__iter__()
         try:
             for batch in iterator:
@@ -432,19 +444,15 @@ class TileDataLoader(DataLoader):
         except GeneratorExit:  # the caller stopped early (break): the workers stay for the next epoch
             raise
         except BaseException:
-            self._stop(iterator)
+            self._stop(iterator, ring)
             raise
-        if not self.persistent_workers:
-            self._forget_buffers()  # this epoch's workers are gone; batches still held keep their buffers
+        if not self.persistent_workers and ring is not None:
+            ring.forget()  # this pass's workers are gone; batches still held keep their buffers
 
-    def _stop(self, iterator) -> None:
+    def _stop(self, iterator, ring) -> None:
         _stop_workers(iterator)
         if self.__dict__.get("_iterator") is iterator:
             self._iterator = None
-        self._forget_buffers()
-
-    def _forget_buffers(self) -> None:
-        ring = getattr(self.dataset, "_ring", None)
         if ring is not None:
             ring.forget()
 
@@ -452,7 +460,7 @@ class TileDataLoader(DataLoader):
         """Stop persistent worker processes now rather than when the loader is freed; the next epoch starts new ones."""
         iterator = self.__dict__.get("_iterator")
         if iterator is not None:
-            self._stop(iterator)
+            self._stop(iterator, getattr(self.dataset, "_ring", None))
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for ``epoch``; call before iterating each epoch, as with ``DistributedSampler``."""
