@@ -3,10 +3,13 @@
 Measured on the same tiles, on this machine's cores, one full finite epoch per run (after a warm-up epoch that
 starts persistent workers / builds pipelines), medians of interleaved runs:
 
-- (a) ceiling: simplejpeg decode of the same JPEG bytes held in memory, one core (x workers for the ratio);
+- (a) ceiling: simplejpeg decode of the same JPEG bytes held in memory, one core (x workers for the ratio), and
+  the same in two processes side by side (what two cores of this machine reach together: less than twice one
+  core, as they share caches, memory bandwidth and a host);
 - ours: ``make_torch_loader`` (CRC-checked reads, shuffled interleaving, batches of 64 decoded in the workers),
   with 0, 1 and 2 workers; and ``make_tf_dataset`` (tf.data parallel decode);
-- (b) tf.data: ``TFRecordDataset`` + ``parse_single_example`` + ``decode_jpeg``, AUTOTUNE everywhere;
+- (b) tf.data: ``TFRecordDataset`` + ``parse_single_example`` + ``decode_jpeg``, AUTOTUNE everywhere (the ratio
+  column's reference), and the same with ``dct_method='INTEGER_ACCURATE'``, which gives our loaders' pixels;
 - (c) the ``tfrecord`` package's ``MultiTFRecordDataset`` + simplejpeg in a ``DataLoader`` with the same workers;
 - peak memory (RSS) of a fresh process reading a short epoch and one 5x longer.
 
@@ -17,7 +20,7 @@ reads the full files.
 The ``tfrecord`` package and TensorFlow both register ``tensorflow.Example`` in protobuf's default pool and
 cannot share a process, so the TensorFlow measurements run in a child process.
 
-Usage: python benchmarks/bench_loaders.py [--files 20] [--tiles 250] [--runs 3] [--batch 64]
+Usage: python benchmarks/bench_loaders.py [--files 20] [--tiles 250] [--runs 5] [--batch 64]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -74,6 +78,30 @@ def decode_only(images) -> int:
     for data in images:
         simplejpeg.decode_jpeg(data, colorspace="RGB")
     return len(images)
+
+
+def _decode_child(images, queue) -> None:
+    start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+    decode_only(images)
+    queue.put((start, time.perf_counter(), time.process_time()))
+
+
+def decode_parallel(images, processes: int = 2) -> tuple[float, float]:
+    """Decode-only of the same bytes in ``processes`` forked processes at once: (seconds from the first start to
+    the last end, CPU seconds per process). What this machine's cores reach together with nothing else to do: its
+    parallel ceiling, below ``processes x`` the one-core rate where cores share caches, memory bandwidth or a host.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_decode_child, args=(images, queue)) for _ in range(processes)]
+    for child in children:
+        child.start()
+    results = [queue.get() for _ in children]
+    for child in children:
+        child.join()
+    return max(r[1] for r in results) - min(r[0] for r in results), sum(r[2] for r in results) / processes
 
 
 def epoch(loader) -> int:
@@ -143,6 +171,9 @@ def measure(images, loaders, runs) -> tuple[dict, dict]:
     contenders = {"decode-only, in memory, 1 core": (lambda: decode_only(images), [])}
     contenders.update({name: ((lambda loader=loader: epoch(loader)), workers_of(loader)) for name, loader in loaders.items()})
     for _ in range(runs):
+        wall, cpu = decode_parallel(images, 2)
+        runs_wall.setdefault(PARALLEL, []).append(wall / 2)  # seconds per len(images) tiles, as for the others
+        runs_cpu.setdefault(PARALLEL, []).append(cpu)
         for name, (function, processes) in contenders.items():
             cpu0, t0 = cpu_of(processes), time.perf_counter()
             function()
@@ -154,13 +185,16 @@ def measure(images, loaders, runs) -> tuple[dict, dict]:
     )
 
 
+PARALLEL = "decode-only, in memory, 2 processes at once"
+TF_DATA = "tf.data TFRecordDataset + decode_jpeg (AUTOTUNE)"
+
+
 # -- TensorFlow, in a child process -------------------------------------------------------------------------------
 
 
 def tf_child(paths, batch, runs) -> dict:
     import tensorflow as tf
 
-    from common import median_time
     from slidetiles.loaders import make_tf_dataset
 
     spec = {
@@ -170,29 +204,42 @@ def tf_child(paths, batch, runs) -> dict:
         "loc_y": tf.io.FixedLenFeature([], tf.int64),
     }
 
-    def parse_decode(record):
-        features = tf.io.parse_single_example(record, spec)
-        return tf.io.decode_jpeg(features["image_raw"], channels=3), features["loc_x"]
+    def parse_decode(dct_method):
+        def parse(record):
+            features = tf.io.parse_single_example(record, spec)
+            return tf.io.decode_jpeg(features["image_raw"], channels=3, dct_method=dct_method), features["loc_x"]
 
-    tuned = (
-        tf.data.Dataset.from_tensor_slices(paths)
-        .shuffle(len(paths))
-        .interleave(tf.data.TFRecordDataset, cycle_length=len(paths), num_parallel_calls=tf.data.AUTOTUNE)
-        .map(parse_decode, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(batch)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    ours = make_tf_dataset(sources_for(paths), batch_size=batch, infinite=False, seed=0)
+        return parse
 
-    def run(dataset):
-        return lambda: sum(int(b[0].shape[0]) for b in dataset)
+    def tuned(dct_method=""):
+        return (
+            tf.data.Dataset.from_tensor_slices(paths)
+            .shuffle(len(paths))
+            .interleave(tf.data.TFRecordDataset, cycle_length=len(paths), num_parallel_calls=tf.data.AUTOTUNE)
+            .map(parse_decode(dct_method), num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch)
+            .prefetch(tf.data.AUTOTUNE)
+        )
 
-    n = run(tuned)()
-    return {
-        "tiles": n,
-        "tf.data TFRecordDataset + decode_jpeg (AUTOTUNE)": median_time(run(tuned), runs=runs),
-        "slidetiles make_tf_dataset (tf.data map, AUTOTUNE)": median_time(run(ours), runs=runs),
+    contenders = {
+        # decode_jpeg's default IDCT is libjpeg's fast one (pixels differ from Pillow/simplejpeg by a few levels)
+        TF_DATA: tuned(),
+        # the accurate IDCT: the pixels our loaders give (and Pillow, simplejpeg)
+        "tf.data, same + dct_method=INTEGER_ACCURATE": tuned("INTEGER_ACCURATE"),
+        "slidetiles make_tf_dataset (tf.data map, AUTOTUNE)": make_tf_dataset(
+            sources_for(paths), batch_size=batch, infinite=False, seed=0
+        ),
     }
+    counts = {name: sum(int(b[0].shape[0]) for b in dataset) for name, dataset in contenders.items()}  # warm-up
+    assert len(set(counts.values())) == 1, counts
+    seconds: dict[str, list] = {}
+    for _ in range(runs):  # interleaved, as in the parent
+        for name, dataset in contenders.items():
+            started = time.perf_counter()
+            for _batch in dataset:
+                pass
+            seconds.setdefault(name, []).append(time.perf_counter() - started)
+    return {"tiles": counts[TF_DATA], **{name: statistics.median(v) for name, v in seconds.items()}}
 
 
 # -- peak memory, in fresh processes --------------------------------------------------------------------------------
@@ -229,7 +276,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--tiles", type=int, default=250, help="records read per file (a prefix of the corpus)")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--tf-child", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args()
@@ -278,21 +325,26 @@ def main():
     times.update(tf_times)
 
     ceiling = n_tiles / times["decode-only, in memory, 1 core"]
+    parallel_ceiling = n_tiles / times[PARALLEL]
     ceiling_cpu = cpu["decode-only, in memory, 1 core"]
-    tf_rate = n_tiles / times["tf.data TFRecordDataset + decode_jpeg (AUTOTUNE)"]
+    tf_rate = n_tiles / times[TF_DATA]
     workers_of = {"ours 0 workers": 1, "ours 1 worker": 1, "ours 2 workers": 2, "tfrecord pkg 1 worker": 1,
-                  "tfrecord pkg 2 workers": 2}
+                  "tfrecord pkg 2 workers": 2, PARALLEL: 2}
     rows = []
     for name, seconds in times.items():
         rate = n_tiles / seconds
         cores = workers_of.get(name, 2 if "tf.data" in name or "make_tf_dataset" in name else 1)
         efficiency = ceiling_cpu / cpu[name] if name in cpu else float("nan")
-        rows.append([name, rate, rate / (ceiling * cores), efficiency, rate / tf_rate])
+        same_cores = rate / (ceiling if cores == 1 else parallel_ceiling)
+        rows.append([name, rate, rate / (ceiling * cores), same_cores, efficiency, rate / tf_rate])
     print("Tiles per second to uint8 tensors (one finite epoch, CRC-checked for ours and tf.data)")
-    print(table(rows, ["what", "tiles/s", "vs ceiling x workers", "CPU efficiency", "vs tf.data"]))
-    print("  'vs ceiling x workers': throughput / (decode-only rate x the processes or cores it decodes on);\n"
+    print(table(rows, ["what", "tiles/s", "vs ceiling x workers", "vs decode-only on its cores", "CPU efficiency",
+                       "vs tf.data"]))
+    print("  'vs ceiling x workers': throughput / (one-core decode-only rate x the processes or cores it decodes on);\n"
+          "  'vs decode-only on its cores': throughput / decode-only on as many cores at once (1: the one-core\n"
+          "  rate; 2: two decode-only processes side by side, what this machine's two cores reach together);\n"
           "  'CPU efficiency': decode-only CPU time / CPU time of the decoding processes (this process with 0\n"
-          "  workers, the workers otherwise) for the same tiles: per-worker efficiency, not inflated by other load.")
+          "  workers, the workers otherwise) for the same tiles: per-worker efficiency, not inflated by other load.\n")
 
     short = prefix_corpus(full, 100)
     long = prefix_corpus(full, 500)
