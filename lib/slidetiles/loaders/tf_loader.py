@@ -12,10 +12,10 @@ Decoding uses ``tf.io.decode_jpeg(dct_method='INTEGER_ACCURATE')``: the same lib
 simplejpeg (identical pixels to the torch loader), and unlike a ``tf.numpy_function`` around simplejpeg it runs
 without the Python GIL, so tf.data's threads decode in parallel (simplejpeg holds the GIL while decoding: two
 threads decode no faster than one). Reading stays in Python because that is where the CRCs, shards, weighted
-interleaving and seeded order live. Measured on 2 cores (``benchmarks/bench_loaders.py``): the reader and
-tf.data plumbing alone run at ~7,000 tiles/s, so decoding dominates, and the whole pipeline runs at roughly the
-speed of a tuned ``TFRecordDataset`` + ``decode_jpeg`` pipeline (0.85-0.95x across runs) while checking CRCs and
-decoding with the accurate IDCT (~11% slower than TF's default fast IDCT, which differs by up to 5 levels).
+interleaving and seeded order live. Measured on 2 cores (``benchmarks/bench_loaders.py``, three runs): the
+whole pipeline runs at 0.85-0.90x a tuned ``TFRecordDataset`` + ``decode_jpeg`` pipeline while checking CRCs and
+decoding with the accurate IDCT (TF's default is the fast IDCT, whose pixels differ by up to 5 levels; the same
+tuned pipeline with the accurate one ran at 0.96-1.05x of it, so the gap is the Python reader sharing the cores).
 
 Shards and seeds follow :mod:`slidetiles.loaders.sharding`, with one shard per rank (tf.data parallelises
 inside the process; there are no worker processes): rank ``r`` of ``world_size`` reads shard ``r``. With the
