@@ -553,6 +553,19 @@ def test_interrupted_passes_leak_no_tickets(sources):
     assert loader.dataset._ring.in_use() == 0
 
 
+def test_close_stops_persistent_workers_and_the_next_pass_starts_afresh(corpus, sources):
+    loader = make_torch_loader(sources, batch_size=4, num_workers=2, infinite=False, seed=0, incl_slidenames=True,
+                               incl_loc=True)
+    first = [b for b in loader]
+    workers, ring = list(loader._iterator._workers), loader.dataset._ring
+    loader.close()
+    assert not any(w.is_alive() for w in workers) and not ring._receiver.buffers
+    second = [b for b in loader]
+    assert loader.dataset._ring is not ring and ids_of(first) == ids_of(second)
+    for batch in first + second:
+        check_batch(batch, corpus[1])  # batches of the closed pass keep their memory
+
+
 def test_non_persistent_workers_leave_no_buffers_mapped(sources):
     loader = make_torch_loader(sources, batch_size=4, num_workers=2, infinite=False, seed=0, persistent_workers=False)
     for _ in range(2):
