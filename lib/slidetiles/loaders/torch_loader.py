@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from slidetiles.errors import TileImageError
 from slidetiles.io.images import decode_image
 from slidetiles.loaders.augment import AugmentStream, Augmenter, _standardize_method, standardize
-from slidetiles.loaders.shared_batches import BatchRing, shared_empty
+from slidetiles.loaders.shared_batches import BatchRing, assemble, shared_empty
 from slidetiles.loaders.sharding import (
     IndexCache,
     RawTile,
@@ -409,8 +409,7 @@ class TileIterableDataset(IterableDataset):
         if place is not None:
             ring, k, token = place
             return ring.package(buffer, k, token, n, self.channels_last, tuple(rest))
-        images = buffer[:n].permute(0, 3, 1, 2) if self.channels_last else buffer[:n]
-        return (images, *(torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in rest))
+        return assemble(buffer[:n], self.channels_last, rest)
 
 
 class TileDataLoader(DataLoader):
