@@ -7,6 +7,7 @@ CORES  ?= all
 # torch's CPU wheel is installed first and pinned: any unpinned torch pulls gigabytes of CUDA.
 TORCH_SPEC      ?= torch==2.13.0
 TENSORFLOW_SPEC ?= tensorflow-cpu>=2.16
+SLIDEFLOW_SPEC  ?= slideflow==3.0.2
 PYTEST_ARGS     ?=
 
 .PHONY: run test install bench lint clean help
@@ -25,6 +26,8 @@ $(VENV)/.installed: pyproject.toml setup.py lib/slidetiles/io/_fastscan.c | $(BI
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q "$(TENSORFLOW_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev,torch,slurm]"
+	# The compatibility tests' reference (tests/slideflow_ref.py); --no-deps: its own pins clash with ours.
+	$(BIN)/python -m pip install -q --no-deps "$(SLIDEFLOW_SPEC)"
 	touch $@
 
 install: $(VENV)/.installed
@@ -38,7 +41,7 @@ run: install
 	@echo "Logs:     logs/<rule>/...   Timings: results/benchmarks/<rule>/..."
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	SLIDETILES_REQUIRE_SLIDEFLOW=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
 	cd benchmarks && for b in bench_tfrecord bench_decode bench_dataset bench_preserved_site bench_dag bench_loaders; do \

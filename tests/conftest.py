@@ -36,3 +36,16 @@ def tf():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def slideflow():
+    """Slideflow 3.0.2's own data modules (tests/slideflow_ref.py), for round trips against its real functions."""
+    import slideflow_ref
+
+    try:
+        return slideflow_ref.load()
+    except ImportError as exc:
+        if os.environ.get("SLIDETILES_REQUIRE_SLIDEFLOW") == "1":
+            raise
+        pytest.skip(f"Slideflow {slideflow_ref.SLIDEFLOW_VERSION} is not installed ({exc}); make install adds it")
