@@ -1,10 +1,13 @@
 """TFRecord index files: ``<slide>.index.npz`` beside ``<slide>.tfrecords``.
 
 The npz holds what Slideflow writes (``arr_0``: ``[start byte, framed length]`` per record; ``locations``:
-``[loc_x, loc_y]`` per record), so Slideflow reads our indexes, plus keys Slideflow ignores that record what the
+``[loc_x, loc_y]`` per record, or an empty array when the records carry no locations, exactly as Slideflow writes
+it: Slideflow's ``TFRecord()`` refuses an index without the key), so Slideflow reads our indexes, plus keys Slideflow ignores that record what the
 index was built from (``tfrecord_size``, ``tfrecord_mtime_ns``, ``slidetiles_index``). A TFRecord rewritten after
 indexing is noticed: our own index is rebuilt, anyone else's is reported (:class:`StaleIndexError`), never
-silently trusted or overwritten.
+silently trusted or overwritten. Before use, every index is checked to describe the file it sits beside: records
+that follow each other from byte 0 and end exactly where the TFRecord ends (a damaged index would otherwise drop
+tiles, or ask for a record of exabytes).
 
 We also read the formats Slideflow reads: the older text ``<slide>.index`` (``"start length"`` per line, the
 ``tfrecord``/DALI format) and ``<slide>.index.npy`` (``arr_0`` only).
@@ -20,7 +23,7 @@ import numpy as np
 
 from slidetiles.errors import InvalidExampleError, StaleIndexError, TFRecordIndexError
 from slidetiles.io.example import WireError, scan_locations
-from slidetiles.io.framing import FRAME_OVERHEAD, scan_frames
+from slidetiles.io.framing import FRAME_OVERHEAD, check_regular, scan_frames
 from slidetiles.io.writer import atomic_write
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 #: Version of the extra keys we write; bump when their meaning changes.
 INDEX_FORMAT_VERSION = 1
 _META_KEYS = ("slidetiles_index", "tfrecord_size", "tfrecord_mtime_ns")
+#: ``locations`` of an index whose records carry none: what Slideflow's ``np.savez(..., locations=[])`` stores.
+_NO_LOCATIONS = np.array([], dtype=np.float64)
 
 
 def index_stem(tfrecord: str | os.PathLike) -> str:
@@ -94,7 +99,7 @@ def build_index(tfrecord: str | os.PathLike, *, verify: bool = True) -> TFRecord
     from slidetiles.io import fastscan
 
     path = os.fspath(tfrecord)
-    stat = os.stat(path)
+    stat = check_regular(path)
     if fastscan.available(verify):
         arr_0, locations = fastscan.build_index_fast(path, verify=verify)
         return TFRecordIndex(arr_0, locations, None, (stat.st_size, stat.st_mtime_ns))
@@ -129,7 +134,9 @@ def save_index(
 ) -> str:
     """Write an index for ``tfrecord`` atomically (temporary file + rename); returns its path.
 
-    Records the TFRecord's current size and modification time so a later change to it is noticed.
+    Records the TFRecord's current size and modification time so a later change to it is noticed. Without
+    ``locations`` the index holds an empty ``locations`` array, as Slideflow writes it for records without
+    ``loc_x``/``loc_y``.
     """
     stat = os.stat(tfrecord)
     target = os.fspath(index_file) if index_file is not None else index_path(tfrecord)
@@ -143,6 +150,8 @@ def save_index(
     }
     if locations is not None:
         arrays["locations"] = np.asarray(locations, dtype=np.int64).reshape(-1, 2)
+    else:
+        arrays["locations"] = _NO_LOCATIONS
     with atomic_write(target) as f:
         np.savez(f, **arrays)
     return target
@@ -190,6 +199,10 @@ def _load_file(index_file: str) -> TFRecordIndex:
     arr_0 = arr_0.astype(np.int64, copy=False)
     if locations is not None:
         locations = np.asarray(locations)
+        if locations.size == 0 and (len(arr_0) or locations.shape != arr_0.shape):
+            # Slideflow's "no locations": np.savez(locations=[]) stores an empty float64 array.
+            locations = None
+    if locations is not None:
         if locations.shape != arr_0.shape or not np.issubdtype(locations.dtype, np.integer):
             raise TFRecordIndexError(
                 index_file, f"'locations' must be integers of shape {arr_0.shape}, found {locations.dtype} {locations.shape}"
@@ -210,10 +223,16 @@ def read_index(tfrecord: str | os.PathLike, *, create: bool = True, verify: bool
     - No index: built and written when ``create`` (in memory only if the folder is read-only), else None.
     - Our index, but the TFRecord's size or modification time changed: rebuilt when ``create``, else
       :class:`StaleIndexError`.
+    - Our index, unreadable or not covering the TFRecord although its size and time match (a damaged index file):
+      rebuilt when ``create``, else :class:`TFRecordIndexError`.
     - Someone else's index (Slideflow's npz, a text ``.index``, an ``.npy``) that does not end where the TFRecord
       ends: :class:`StaleIndexError` telling how to rebuild it; it is never overwritten behind the user's back.
+
+    A path that is not a regular file (a named pipe, a folder) raises
+    :class:`~slidetiles.errors.NotATFRecordError`.
     """
     path = os.fspath(tfrecord)
+    stat = check_regular(path)
     index_file = find_index(path)
     if index_file is None:
         return _create_or_build(path, verify) if create else None
@@ -221,28 +240,55 @@ def read_index(tfrecord: str | os.PathLike, *, create: bool = True, verify: bool
         index = _load_file(index_file)
     except TFRecordIndexError:
         if create and index_file.endswith(".npz") and _written_by_us(index_file):
+            log.warning("%s cannot be read; rebuilding it", index_file)
             return _create_or_build(path, verify)
         raise
-    stat = os.stat(path)
     if index.is_ours:
-        if index.built_from == (stat.st_size, stat.st_mtime_ns):
+        if index.built_from != (stat.st_size, stat.st_mtime_ns):
+            if create:
+                log.info("%s changed since %s was written; rebuilding the index", path, index_file)
+                return _create_or_build(path, verify)
+            raise StaleIndexError(
+                index_file,
+                f"{path} changed after this index was built (size/mtime {index.built_from} -> "
+                f"{(stat.st_size, stat.st_mtime_ns)}); rebuild it with `slidetiles index {path}`",
+            )
+        problem = coverage_problem(index.arr_0, stat.st_size)
+        if problem is None:
             return index
         if create:
-            log.info("%s changed since %s was written; rebuilding the index", path, index_file)
+            log.warning("%s is damaged (%s); rebuilding it", index_file, problem)
             return _create_or_build(path, verify)
-        raise StaleIndexError(
-            index_file,
-            f"{path} changed after this index was built (size/mtime {index.built_from} -> "
-            f"{(stat.st_size, stat.st_mtime_ns)}); rebuild it with `slidetiles index {path}`",
+        raise TFRecordIndexError(
+            index_file, f"damaged index: {problem}; rebuild it with `slidetiles index --force {path}`"
         )
-    if index.end() != stat.st_size:
+    problem = coverage_problem(index.arr_0, stat.st_size)
+    if problem is not None:
         raise StaleIndexError(
             index_file,
-            f"this index (not written by slidetiles) covers {index.end()} bytes but {path} is {stat.st_size} "
-            f"bytes: the TFRecord changed after indexing. Rebuild it with `slidetiles index --force {path}` "
-            "(replaces the index file) or delete the index file",
+            f"this index (not written by slidetiles) does not match {path}: {problem}; the TFRecord changed "
+            f"after indexing. Rebuild it with `slidetiles index --force {path}` (replaces the index file) or "
+            "delete the index file",
         )
     return index
+
+
+def coverage_problem(arr_0: np.ndarray, size: int) -> str | None:
+    """Why ``arr_0`` cannot be the index of a TFRecord of ``size`` bytes, or None when it can.
+
+    ``arr_0`` must already list records that follow each other from byte 0 (``_load_file`` checks that); here the
+    last one must end exactly at the end of the file, so no record is left out and no length is larger than the
+    file (a damaged length would otherwise ask for exabytes).
+    """
+    if not len(arr_0):
+        return None if size == 0 else f"it lists no records but the TFRecord holds {size} bytes"
+    longest = int(arr_0[:, 1].max())
+    if longest > size:
+        return f"it lists a {longest}-byte record but the TFRecord holds only {size} bytes"
+    end = int(arr_0[-1, 0]) + int(arr_0[-1, 1])
+    if end != size:
+        return f"its {len(arr_0)} records cover {end} bytes but the TFRecord holds {size} bytes"
+    return None
 
 
 def _written_by_us(index_file: str) -> bool:
