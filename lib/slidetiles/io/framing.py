@@ -7,6 +7,7 @@ corrupt payload, a truncated record, an empty file and a file that is not a TFRe
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from collections.abc import Iterator
 
@@ -86,6 +87,48 @@ def encode_frame(payload) -> bytes:
     )
 
 
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def not_regular_error(path, mode: int) -> NotATFRecordError:
+    """The error for a TFRecord path that names something other than a regular file."""
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return NotATFRecordError(path, f"this is {kind}, not a regular file; a TFRecord must be a plain file")
+
+
+def open_tfrecord(path):
+    """Open ``path`` for unbuffered binary reading, refusing anything but a regular file.
+
+    Opened non-blocking and checked before any read: a plain ``open`` of a named pipe waits for a writer that may
+    never come (and reading a device or a socket would never end). Raises
+    :class:`~slidetiles.errors.NotATFRecordError` for those.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular_error(path, mode)
+        os.set_blocking(fd, True)
+        return open(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular(path) -> os.stat_result:
+    """``os.stat(path)``, refusing a path that is not a regular file (:class:`~slidetiles.errors.NotATFRecordError`)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise not_regular_error(path, st.st_mode)
+    return st
+
+
 def _not_a_tfrecord(path, head: bytes, reason: str) -> NotATFRecordError:
     if head.startswith(_GZIP_MAGIC):
         reason = "starts with the GZIP magic bytes: this looks like a compressed TFRecord"
@@ -132,11 +175,12 @@ def scan_frames(
     :class:`CorruptRecordError` and passed over: its length was intact, so the frames after it can still be
     trusted. Framing errors (a bad length, truncation) always raise.
 
-    Errors (all :class:`~slidetiles.errors.TFRecordError`): an empty file, a file whose first frame is not a
+    Errors (all :class:`~slidetiles.errors.TFRecordError`): a path that is not a regular file (a named pipe would
+    block forever), an empty file, a file whose first frame is not a
     TFRecord frame, a length whose CRC is wrong, a payload whose CRC is wrong, and a file that ends inside a
     record each raise their own subclass naming the file, the record and its byte offset.
     """
-    with open(path, "rb", buffering=0) as f:
+    with open_tfrecord(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise EmptyTFRecordError(path, "the file is empty (0 bytes)")
