@@ -186,7 +186,13 @@ class WireError(Exception):
     pass
 
 
+_UINT64 = (1 << 64) - 1
+
+
 def _varint(buf, pos: int, end: int) -> tuple[int, int]:
+    # As protobuf reads a varint (upb, and so parse_example, TensorFlow and Slideflow): at most 10 bytes, and the
+    # bits a 10th byte carries beyond 64 are dropped. Keeping them (a Python big int) made index builds fail with a
+    # raw OverflowError on a record that every protobuf reader parses.
     result = 0
     shift = 0
     while True:
@@ -196,7 +202,7 @@ def _varint(buf, pos: int, end: int) -> tuple[int, int]:
         pos += 1
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return result, pos
+            return result & _UINT64, pos
         shift += 7
 
 

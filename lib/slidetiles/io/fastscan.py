@@ -37,6 +37,7 @@ from slidetiles.io.framing import (
     _not_a_tfrecord,
     fast_scanner,
     length_crc_error,
+    open_tfrecord,
     overrun_error,
 )
 
@@ -93,7 +94,7 @@ def build_index_fast(
     if _fastscan is None:
         raise RuntimeError("slidetiles.io._fastscan is not compiled; use slidetiles.io.tfrecord2idx.build_index")
     path = os.fspath(path)
-    with open(path, "rb", buffering=0) as f:
+    with open_tfrecord(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise EmptyTFRecordError(path, "the file is empty (0 bytes)")
@@ -162,7 +163,7 @@ def _walk(path: str, size: int, source, verify: bool):
         return arr_0, None
     locations = table[:, 2:].copy()
     for row, x, y in python_locations:
-        # Python ints: a varint beyond int64 raises OverflowError here, as np.array does in build_index.
+        # Python ints, already cut to int64 by scan_locations as protobuf cuts them.
         locations[row] = (x, y)
     return arr_0, locations
 
