@@ -87,7 +87,12 @@ class TFRecordIndexError(SlidetilesError, ValueError):
 
     def __init__(self, path: str | os.PathLike, message: str):
         self.path = os.fspath(path)
+        self.detail = message
         super().__init__(f"{self.path}: {message}")
+
+    def __reduce__(self):
+        # Picklable across DataLoader worker processes (the default would call __init__ with one argument).
+        return (self.__class__, (self.path, self.detail))
 
 
 class StaleIndexError(TFRecordIndexError):
@@ -99,7 +104,33 @@ class TileImageError(SlidetilesError, ValueError):
 
     def __init__(self, path: str | os.PathLike, message: str):
         self.path = os.fspath(path)
+        self.detail = message
         super().__init__(f"{self.path}: {message}")
+
+    def __reduce__(self):
+        return (self.__class__, (self.path, self.detail))
+
+
+class OutputWriteError(SlidetilesError, OSError):
+    """A file could not be written: the disk is full, the file is larger than allowed, the quota is spent...
+
+    Nothing is left at ``path`` (an older file there stays as it was) and the temporary file is removed. It is an
+    ``OSError`` with the original ``errno``, so ``except OSError`` still catches it.
+
+    Attributes:
+        path: the file that was being written.
+    """
+
+    def __init__(self, path: str | os.PathLike, errno: int | None, message: str):
+        self.path = os.fspath(path)
+        self.detail = message
+        super().__init__(errno, f"{self.path}: {message}")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):
+        return (self.__class__, (self.path, self.errno, self.detail))
 
 
 class SplitError(SlidetilesError, ValueError):
