@@ -139,7 +139,7 @@ def run_snakemake_on_slurm(
     cpus = slurm_cluster()["cpus"]
     cmd = _snakemake(workdir, snakefile, configfile, [
         "--profile", SLURM_PROFILE,
-        # Only this profile: no workflow profile (profiles/default) found beside the Snakefile or workdir.
+        # Only this profile: not also the workflow profile (workflow/profiles/default) found beside the Snakefile.
         "--workflow-profile", "none",
         *local_cluster_args(cpus),
         *extra_args,
@@ -260,7 +260,7 @@ def test_workflow_through_slurm_profile_matches_local_run(tmp_path, cluster):
     assert merge["MinMemoryNode"] == "500M", merge
 
     # The same workflow on this machine (workflow/profiles/default) writes the same results.
-    run_snakemake_locally(tmp_path / "local", tmp_path / "Snakefile", tmp_path / "config.yaml")
+    run_snakemake_locally(tmp_path / "local", tmp_path / "Snakefile", tmp_path / "config.yaml", ["--cores", "2"])
     assert file_tree(tmp_path / "local" / "results") == file_tree(results)
 
 
@@ -292,9 +292,9 @@ def _comparable(results: Path) -> dict:
 
 def test_demo_pipeline_on_slurm_equals_local_run(tmp_path, cluster):
     config = REPO / ".test" / "config" / "config.yaml"
-    slurm = run_snakemake_on_slurm(tmp_path / "slurm", REPO / "Snakefile", config)
+    slurm = run_snakemake_on_slurm(tmp_path / "slurm", REPO / "workflow" / "Snakefile", config)
     print(f"demo pipeline through SLURM: {slurm.seconds:.1f} s")
-    run_snakemake_locally(tmp_path / "local", REPO / "Snakefile", config, ["--cores", "2"])
+    run_snakemake_locally(tmp_path / "local", REPO / "workflow" / "Snakefile", config, ["--cores", "2"])
     on_slurm = _comparable(tmp_path / "slurm" / "results")
     local = _comparable(tmp_path / "local" / "results")
     assert sum(name.endswith(".tfrecords") for name in on_slurm) == 10
