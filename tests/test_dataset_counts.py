@@ -64,13 +64,19 @@ def test_current_indexes_are_counted_without_reading_tfrecords(tmp_path, monkeyp
 
     monkeypatch.setattr(tfrecord2idx, "scan_frames", refuse)
     opened = []
-    real_open = open
+    real_open, real_os_open = open, os.open
 
     def spy(file, *args, **kwargs):
-        opened.append(os.fspath(file))
+        if not isinstance(file, int):  # a descriptor opened by os.open below, already counted
+            opened.append(os.fspath(file))
         return real_open(file, *args, **kwargs)
 
+    def os_spy(file, *args, **kwargs):
+        opened.append(os.fspath(file))
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr("builtins.open", spy)
+    monkeypatch.setattr(os, "open", os_spy)
     counts, errors = count_tiles([entry(p) for p in paths])
     assert not errors and [counts[p][0] for p in paths] == [1, 2, 3, 4]
     assert sorted(opened) == sorted(tfrecord2idx.index_path(p) for p in paths)  # one open per index, nothing else

@@ -3,10 +3,13 @@
 A Dataset of 10,000 slides must open in seconds, so the count of a TFRecord is the length of its index's
 ``arr_0``, and only that is read: for our own ``.index.npz`` (written by :func:`slidetiles.io.tfrecord2idx.save_index`,
 uncompressed) a small parser reads the npy header of ``arr_0`` and the two scalars recording what the index was
-built from, in one ``open`` and one ``read``. Anything it does not recognise goes through
-:func:`slidetiles.io.tfrecord2idx.read_index`, which keeps the library's rules for staleness:
+built from, in one ``open`` and one ``read``. Nothing read there is trusted unchecked: each member's CRC-32 must
+match its zip header, and ``arr_0`` must list records that follow each other from byte 0 to the TFRecord's last
+byte (a flipped bit would otherwise give a wrong count that flows into manifests). Anything it does not recognise
+or cannot vouch for goes through :func:`slidetiles.io.tfrecord2idx.read_index`, which keeps the library's rules:
 
-- our index, TFRecord unchanged (size and mtime as recorded): the count is trusted;
+- our index, TFRecord unchanged (size and mtime as recorded) and covered exactly: the count is trusted;
+- our index, damaged: it is rebuilt;
 - no index, or our index but the TFRecord changed: the index is (re)built, in parallel processes;
 - someone else's index (Slideflow's npz, a text ``.index``, an ``.npy``): trusted if it ends where the TFRecord
   ends, else :class:`~slidetiles.errors.StaleIndexError` (never overwritten behind the user's back).
@@ -17,12 +20,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import stat
 import struct
 import sys
+import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 from tqdm import tqdm
 
 from slidetiles.errors import SlidetilesError
@@ -47,7 +53,8 @@ class IndexHead:
     n: int
     #: ``(tfrecord size, tfrecord mtime_ns)`` recorded by slidetiles, or None for a foreign index.
     built_from: tuple[int, int] | None
-    #: Byte just past the last record (for foreign indexes, checked against the TFRecord size).
+    #: Byte just past the last record, checked against the TFRecord size (records are checked to follow each
+    #: other from byte 0, so this is also the sum of their lengths).
     end: int | None
 
 
@@ -86,14 +93,19 @@ def _npy_header(data: bytes, start: int) -> tuple[str, tuple[int, ...], bool, in
 
 
 def _zip_members(data: bytes) -> dict[str, tuple[int, int]] | None:
-    """``{name: (data offset, size)}`` of the stored (uncompressed) members, walking local headers from byte 0."""
+    """``{name: (data offset, size)}`` of the stored (uncompressed) members, walking local headers from byte 0.
+
+    Only members whose bytes match the CRC-32 of their header are listed: a damaged one is then "missing", and
+    the caller falls back to the full reader, which says what is wrong.
+    """
     members = {}
     pos = 0
     while pos + _LOCAL_HEADER.size <= len(data):
         fields = _LOCAL_HEADER.unpack_from(data, pos)
         if fields[0] != _LOCAL_MAGIC:
             break
-        flags, method, csize, usize, nlen, elen = fields[2], fields[3], fields[7], fields[8], fields[9], fields[10]
+        flags, method, crc = fields[2], fields[3], fields[6]
+        csize, usize, nlen, elen = fields[7], fields[8], fields[9], fields[10]
         # Compressed members (savez_compressed) or sizes deferred to a data descriptor: not ours, take the slow path.
         if method != 0 or flags & 0x08:
             return None
@@ -105,7 +117,10 @@ def _zip_members(data: bytes) -> dict[str, tuple[int, int]] | None:
             if csize is None:
                 return None
         start = name_start + nlen + elen
-        members[name] = (start, csize)
+        if start + csize > len(data):
+            return None
+        if zlib.crc32(data[start : start + csize]) == crc:
+            members[name] = (start, csize)
         pos = start + csize
     return members or None
 
@@ -134,23 +149,48 @@ def _scalar(data: bytes, members, name: str) -> int | None:
     return int.from_bytes(data[head[3] : head[3] + 8], "little", signed=True)
 
 
-def quick_head(index_file: str) -> IndexHead | None:
-    """Record count of an ``.index.npz`` read from its headers only; None when a full load is needed.
+def _read_regular(path: str) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file (a named pipe would block ``open``), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        os.set_blocking(fd, True)
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            return f.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
-    One ``open`` and one ``read`` of the file; ``arr_0``'s data is not parsed (for a foreign npz, only its last
-    row, to find where the last record ends).
+
+def quick_head(index_file: str) -> IndexHead | None:
+    """Record count of an ``.index.npz`` read from its headers; None when a full load is needed.
+
+    One ``open`` and one ``read`` of the file. The members used must match their CRC-32, and ``arr_0`` must list
+    records that follow each other from byte 0 (as :func:`slidetiles.io.tfrecord2idx.read_index` requires); None
+    otherwise, so that the full reader names the problem (or rebuilds our own index).
     """
     if not index_file.endswith(".npz"):
         return None
-    try:
-        with open(index_file, "rb", buffering=0) as f:
-            data = f.read()
-    except OSError:
+    data = _read_regular(index_file)
+    if data is None:
         return None
+    try:
+        return _parse_head(data)
+    except (ValueError, IndexError, struct.error, UnicodeDecodeError, OverflowError):
+        return None  # malformed past what the checks above catch: the full reader names the problem
+
+
+def _parse_head(data: bytes) -> IndexHead | None:
     members = _zip_members(data)
     if not members or "arr_0.npy" not in members:
         return None
-    head = _npy_header(data, members["arr_0.npy"][0])
+    member_start, member_size = members["arr_0.npy"]
+    head = _npy_header(data, member_start)
     if head is None:
         return None
     descr, shape, fortran, data_start = head
@@ -159,20 +199,29 @@ def quick_head(index_file: str) -> IndexHead | None:
     # The record count is the first dimension in either memory order (``build_index`` writes a transposed,
     # Fortran-ordered array; Slideflow writes C order).
     n = shape[0]
+    if data_start + n * 16 != member_start + member_size:
+        return None
+    end = _records_end(data, data_start, n, fortran)
+    if end is None:
+        return None
     size, mtime = _scalar(data, members, "tfrecord_size.npy"), _scalar(data, members, "tfrecord_mtime_ns.npy")
     version = _scalar(data, members, "slidetiles_index.npy")
     if size is not None and mtime is not None and version is not None:
-        return IndexHead(n, (size, mtime), None)
+        return IndexHead(n, (size, mtime), end)
+    return IndexHead(n, None, end)
+
+
+def _records_end(data: bytes, data_start: int, n: int, fortran: bool) -> int | None:
+    """Where the last of the ``n`` records of ``arr_0`` ends, or None unless they follow each other from byte 0
+    with plausible lengths (the rules of ``tfrecord2idx._load_file``)."""
     if n == 0:
-        return IndexHead(0, None, 0)
-    if data_start + n * 16 > len(data):
+        return 0
+    values = np.frombuffer(data, dtype="<i8", count=2 * n, offset=data_start)
+    rows = values.reshape(2, n).T if fortran else values.reshape(n, 2)
+    starts, lengths = rows[:, 0], rows[:, 1]
+    if starts[0] != 0 or np.any(lengths < 16) or np.any(starts[1:] != starts[:-1] + lengths[:-1]):
         return None
-    if fortran:  # column-major: every start, then every length
-        (start,) = struct.unpack_from("<q", data, data_start + (n - 1) * 8)
-        (length,) = struct.unpack_from("<q", data, data_start + (2 * n - 1) * 8)
-    else:
-        start, length = struct.unpack_from("<qq", data, data_start + (n - 1) * 16)
-    return IndexHead(n, None, start + length)
+    return int(starts[-1]) + int(lengths[-1])
 
 
 def count_from_index(tfrecord: str) -> tuple[int, tuple[int, int] | None]:
@@ -246,10 +295,9 @@ def count_tiles(
             counts[path] = (0, size, mtime_ns)
             continue
         head = quick_head(index_file) if index_file else None
-        if head is not None:
-            if head.built_from == (size, mtime_ns) or (head.built_from is None and head.end == size):
-                counts[path] = (head.n, size, mtime_ns)
-                continue
+        if head is not None and head.end == size and head.built_from in (None, (size, mtime_ns)):
+            counts[path] = (head.n, size, mtime_ns)
+            continue
         pending.append(path)
     errors: dict[str, str] = {}
     if pending:
