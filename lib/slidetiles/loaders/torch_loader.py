@@ -32,6 +32,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import pickle
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from slidetiles.errors import TileImageError
+from slidetiles.errors import SlidetilesError, TileImageError
 from slidetiles.io.images import decode_image
 from slidetiles.loaders.augment import AugmentStream, Augmenter, _standardize_method, standardize
 from slidetiles.loaders.shared_batches import BatchRing, assemble, shared_empty
@@ -242,6 +244,11 @@ class TileIterableDataset(IterableDataset):
 
     def __iter__(self) -> Iterator:
         info = get_worker_info()
+        if info is not None and self.__dict__.get("forward_errors"):
+            return _forward_errors(lambda: self._items(info), info.id)
+        return self._items(info)
+
+    def _items(self, info) -> Iterator:
         if info is None:
             plan, worker = ShardPlan(self.rank, self.world_size, 0), 0
         else:
@@ -435,9 +442,20 @@ class TileDataLoader(DataLoader):
             # delivered die with that pass.
             dataset._ring = BatchRing()
         ring = getattr(dataset, "_ring", None)  # held while this pass's batches may still arrive
-        iterator = super().__iter__()
+        forward = isinstance(dataset, TileIterableDataset)
+        if forward:
+            # Seen by the workers that super().__iter__() starts (forked, or pickled for spawn), and only by them:
+            # a plain DataLoader over the same dataset must not receive WorkerFailure items.
+            dataset.forward_errors = True
+        try:
+            iterator = super().__iter__()
+        finally:
+            if forward:
+                dataset.forward_errors = False
         try:
             for batch in iterator:
+                if type(batch) is WorkerFailure:
+                    batch.reraise()
                 # DataLoader's default_convert (no workers) and pin_memory turn tuples into lists.
                 yield batch if type(batch) is tuple else tuple(batch)
         except GeneratorExit:  # the caller stopped early (break): the workers stay for the next epoch
@@ -477,6 +495,45 @@ class TileDataLoader(DataLoader):
     @property
     def label_map(self) -> list[str] | None:
         return self.dataset.label_map
+
+
+class WorkerFailure:
+    """A slidetiles error raised in a DataLoader worker, sent to the main process as an item and raised there.
+
+    torch re-raises a worker's exception by calling its class with a single message, which our errors (they take
+    the file, record and offset) do not accept: they arrived as a bare ``RuntimeError``. Sent this way, the main
+    process raises the same class with the same attributes as a loader without workers, the worker's traceback
+    attached as a note.
+    """
+
+    __slots__ = ("error", "worker", "trace")
+
+    def __init__(self, error: SlidetilesError, worker: int, trace: str):
+        self.error = error
+        self.worker = worker
+        self.trace = trace
+
+    def __reduce__(self):
+        return (WorkerFailure, (self.error, self.worker, self.trace))
+
+    def reraise(self):
+        self.error.add_note(f"Raised in DataLoader worker process {self.worker}:\n{self.trace.rstrip()}")
+        raise self.error
+
+
+def _forward_errors(make_items, worker: int) -> Iterator:
+    """The items of ``make_items()``; a slidetiles error ends them as a :class:`WorkerFailure` item."""
+    try:
+        yield from make_items()
+    except SlidetilesError as error:
+        failure = WorkerFailure(error, worker, traceback.format_exc())
+        try:
+            pickle.loads(pickle.dumps(failure))
+        except Exception:
+            # An item that cannot cross the queue would be dropped there and the pass would end short, silently;
+            # torch's RuntimeError at least stops it.
+            raise error from None
+        yield failure
 
 
 def _stop_workers(iterator) -> None:
