@@ -115,9 +115,12 @@ def _as_folder(value, where: str, name: str, key: str) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, os.PathLike):
-        return os.fspath(value)
+        value = os.fsdecode(os.fspath(value))
     if not isinstance(value, str):
         raise DatasetError(f"{where}: source {name!r} has {key}={value!r}; each folder must be a path or null")
+    if "\x00" in value:
+        # os functions would raise a bare "embedded null byte" ValueError naming neither the source nor the key.
+        raise DatasetError(f"{where}: source {name!r} has {key}={value!r}, which contains a NUL byte; no path can")
     return value
 
 

@@ -123,8 +123,24 @@ def plan_slides(config: dict) -> list[SlideJob]:
     return jobs
 
 
+def _nul_bytes(value, where: str):
+    """The key path of the first string in ``value`` holding a NUL byte (no file name can), or None."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _nul_bytes(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def check_config(config: dict) -> None:
     """Cross-references the JSON schema cannot express; each error names the key and the allowed values."""
+    bad = _nul_bytes(config, "")
+    if bad:
+        # os functions would raise a bare "embedded null byte" ValueError naming nothing.
+        raise ConfigError(f"{bad}: the value contains a NUL byte (\\x00), which no path or name can hold; remove it")
     sources = sorted(config["sources"])
     datasets = sorted(config["datasets"])
     for name, spec in config["datasets"].items():
