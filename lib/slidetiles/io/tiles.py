@@ -22,6 +22,8 @@ REENCODED = frozenset({".tif", ".tiff", ".bmp", ".webp"})
 TILE_EXTENSIONS = STORED_AS_IS | REENCODED
 
 
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
 _UNSAFE_NAME = re.compile(r"[/\\{}\x00-\x1f\x7f]")
 
 
@@ -77,6 +79,13 @@ def _tile_locations(names: list[str], folder: str, coord_pattern: str | None) ->
     locations = [(int(m["x"]), int(m["y"])) for m in matches]
     seen: dict[tuple[int, int], str] = {}
     for name, loc in zip(names, locations):
+        if not all(_INT64_MIN <= v <= _INT64_MAX for v in loc):
+            # tf.train.Example stores int64: protobuf would refuse it with a ValueError naming no file.
+            raise TileImageError(
+                os.path.join(folder, name),
+                f"the tile location {loc} in its name does not fit the 64-bit integers a TFRecord stores; "
+                "rename the tile, or pass coord_pattern=None to store no locations",
+            )
         if loc in seen:
             raise TileImageError(
                 os.path.join(folder, name), f"same tile location {loc} as {seen[loc]}; each tile needs its own"
