@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -59,6 +60,8 @@ from slidetiles.loaders.augment import (
 )
 from slidetiles.loaders.sharding import IndexCache, ShardPlan, epoch_rngs, iter_shard, resolve_seed, skip_handler
 from slidetiles.loaders.sources import LoaderError, TileSource, check_sources, encode_labels
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LoaderStats", "make_tf_dataset"]
 
@@ -99,9 +102,10 @@ def _probe_shape(sources: Sequence[TileSource]) -> tuple[int, int, int] | None:
     for source in sources:
         if source.n_tiles:
             record = next(iter(tfrecord_loader(source.path, None, clip=1)), None)
-            if record is not None and isinstance(record.get("image_raw"), bytes):
+            # Records come as Slideflow's loaders give them: image_raw is a uint8 array of the encoded bytes.
+            if record is not None and "image_raw" in record:
                 try:
-                    return tuple(decode_image(record["image_raw"]).shape)
+                    return tuple(decode_image(bytes(record["image_raw"])).shape)
                 except TileImageError:
                     return None
             return None
@@ -203,6 +207,8 @@ def make_tf_dataset(
     deterministic: bool = True,
     check: bool = True,
     stats: LoaderStats | None = None,
+    num_workers: int = 0,
+    multiprocessing_context=None,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(images, labels[, slides][, loc_x, loc_y])`` batches of the sources' tiles.
 
@@ -215,6 +221,15 @@ def make_tf_dataset(
         num_parallel_calls: parallel decode calls (default ``tf.data.AUTOTUNE``).
         deterministic: keep the order reproducible (default); False lets a slow tile be overtaken.
         stats: a :class:`LoaderStats` to count into (one is made otherwise); also ``dataset.slidetiles_stats``.
+        num_workers: 0 (default): read in this process and decode with tf.data (the pipeline in the module
+            docstring). ``n > 0``: ``n`` worker processes read, check and decode with simplejpeg into shared
+            memory and hand whole batches to tf.data without a copy (:mod:`slidetiles.loaders.batch_workers`):
+            faster, and the shards, order and augmentations are then those of ``make_torch_loader`` with the same
+            ``num_workers``. ``num_parallel_calls`` and ``deterministic`` do not apply there (it is deterministic).
+            The workers persist between passes; ``dataset.slidetiles_workers.close()`` stops them sooner than
+            the dataset's garbage collection.
+        multiprocessing_context: start method of the workers (default ``'fork'`` on Linux: the training script
+            is not re-imported, and the workers never call TensorFlow); ``'spawn'``/``'forkserver'`` work too.
 
     Images are NHWC (TensorFlow's layout), uint8, or float32 with ``standardize``. The returned dataset also
     carries ``slidetiles_label_map`` (category names of string labels, or None).
@@ -241,6 +256,8 @@ def make_tf_dataset(
         raise LoaderError("infinite loader: no source has both tiles and a weight > 0")
     if check:
         check_sources(sources)
+    if isinstance(num_workers, bool) or int(num_workers) < 0:
+        raise LoaderError(f"num_workers must be >= 0, got {num_workers!r}")
     stats = stats if stats is not None else LoaderStats()
     shape = _probe_shape(sources)
     indexes = IndexCache()
@@ -249,6 +266,17 @@ def make_tf_dataset(
     slide_names = np.asarray([s.slide.encode("utf-8") for s in sources], dtype=object)
     paths = [s.path for s in sources]
     skipping = on_error == "skip"
+    if int(num_workers) > 0:
+        if shape is not None:
+            return _worker_dataset(
+                sources, shape, batch_size, encoding, label_values, label_spec, slide_names, augmenter, method,
+                stats, int(num_workers), multiprocessing_context, rank=int(rank), world_size=int(world_size),
+                seed=seed, epoch=int(epoch), infinite=infinite, shuffle_buffer=int(shuffle_buffer),
+                verify=verify, on_error=on_error, drop_remainder=drop_remainder, incl_slidenames=incl_slidenames,
+                incl_loc=incl_loc,
+            )
+        log.warning("make_tf_dataset: the tile size could not be read from the first record; "
+                    "decoding in this process (num_workers ignored)")
 
     def generate():
         pass_epoch = int(epoch) + stats.next_pass()
@@ -336,4 +364,76 @@ def make_tf_dataset(
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     dataset.slidetiles_stats = stats
     dataset.slidetiles_label_map = encoding.label_map if encoding is not None else None
+    return dataset
+
+
+#: Tiles per worker batch when the dataset yields single tiles (``batch_size=None``).
+_WORKER_BLOCK = 64
+#: Batches tf.data asks the workers for ahead of the training step; each holds a worker buffer until released.
+_WORKER_PREFETCH = 2
+
+
+def _finish_images(images, method):
+    if method == "image":
+        return tf.image.per_image_standardization(images)
+    if method == "scale":
+        return tf.cast(images, tf.float32) * np.float32(1 / 127.5) - 1
+    return images
+
+
+def _worker_dataset(
+    sources, shape, batch_size, encoding, label_values, label_spec, slide_names, augmenter, method, stats,
+    num_workers, multiprocessing_context, *, rank, world_size, seed, epoch, infinite, shuffle_buffer, verify,
+    on_error, drop_remainder, incl_slidenames, incl_loc,
+) -> tf.data.Dataset:
+    """The ``num_workers > 0`` pipeline: whole uint8 batches from worker processes, standardised in the graph.
+
+    ``from_generator`` takes each batch's numpy view of the shared buffer without copying it; the buffer is
+    recycled once TensorFlow drops the last tensor over it (see :mod:`slidetiles.loaders.batch_workers`).
+    """
+    from slidetiles.loaders.batch_workers import BatchSpec, BatchWorkers
+
+    block = _WORKER_BLOCK if batch_size is None else int(batch_size)
+    spec = BatchSpec(
+        sources=sources,
+        shape=tuple(int(x) for x in shape),
+        batch_size=block,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        infinite=infinite,
+        shuffle_buffer=shuffle_buffer,
+        verify=verify,
+        on_error=on_error,
+        augmenter=augmenter if augmenter else None,
+        drop_last=bool(drop_remainder) and batch_size is not None,
+    )
+    workers = BatchWorkers(spec, num_workers, ring_size=_WORKER_PREFETCH + 4,
+                           multiprocessing_context=multiprocessing_context)
+
+    def generate():
+        pass_epoch = epoch + stats.next_pass()
+        for images, index, loc in workers.batches(pass_epoch, stats.count):
+            out = [images, label_values[index]]
+            if incl_slidenames:
+                out.append(slide_names[index])
+            if incl_loc:
+                out += [loc[:, 0], loc[:, 1]]
+            yield tuple(out)
+
+    static = block if spec.drop_last else None
+    signature = [tf.TensorSpec([static, *spec.shape], tf.uint8), tf.TensorSpec([static, *label_spec.shape[1:]], label_spec.dtype)]
+    if incl_slidenames:
+        signature.append(tf.TensorSpec([static], tf.string))
+    if incl_loc:
+        signature += [tf.TensorSpec([static], tf.int64)] * 2
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=tuple(signature))
+    if method is not None:
+        dataset = dataset.map(lambda images, *rest: (_finish_images(images, method), *rest))
+    if batch_size is None:
+        dataset = dataset.unbatch()
+    dataset = dataset.prefetch(_WORKER_PREFETCH)
+    dataset.slidetiles_stats = stats
+    dataset.slidetiles_label_map = encoding.label_map if encoding is not None else None
+    dataset.slidetiles_workers = workers
     return dataset
