@@ -65,3 +65,38 @@ def test_write_command(tmp_path, jpeg_tiles):
     result = run("write", str(tmp_path / "tiles"), str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "slideA.tfrecords").exists()
+
+
+def test_index_format_text_is_read_by_the_tfrecord_package(folder, tmp_path):
+    tfrecord_reader = pytest.importorskip("tfrecord.reader")
+    from tfrecord.tools.tfrecord2idx import create_index as package_create_index
+
+    from slidetiles.tfrecord import tfrecord_loader
+
+    result = run("index", str(folder), "--format", "text", "-j", "1")
+    assert result.returncode == 0, result.stderr
+    assert "3 of 3 TFRecord(s) indexed (text .tfindex)" in result.stdout
+    # Only the text index: no .index.npz appears, and nothing Slideflow's find_index would pick up instead of it.
+    assert sorted(p.name for p in folder.iterdir() if "index" in p.name) == [f"s{k}.tfindex" for k in range(3)]
+    for k in range(3):
+        path = folder / f"s{k}.tfrecords"
+        text_index = folder / f"s{k}.tfindex"
+        # Byte for byte what the tfrecord package's own indexer writes.
+        package_create_index(str(path), str(tmp_path / "theirs.tfindex"))
+        assert text_index.read_text() == (tmp_path / "theirs.tfindex").read_text()
+        # The package's reader, sharded through our index, gives the records ours gives for the same shards.
+        for shard in [(0, 2), (1, 2), (2, 3)]:
+            theirs = tfrecord_reader.tfrecord_loader(str(path), str(text_index), None, shard=shard)
+            ours = tfrecord_loader(path, shard=shard)
+            assert [bytes(r["image_raw"]) for r in theirs] == [bytes(r["image_raw"]) for r in ours]
+
+
+def test_index_format_text_reports_a_damaged_file(folder):
+    bad = folder / "s1.tfrecords"
+    data = bytearray(bad.read_bytes())
+    data[200] ^= 0x04
+    bad.write_bytes(bytes(data))
+    result = run("index", str(bad), "--format", "text")
+    assert result.returncode == 1
+    assert f"{bad}, record 0 at byte offset 0" in result.stderr and "CRC" in result.stderr
+    assert not (folder / "s1.tfindex").exists()

@@ -19,9 +19,9 @@ _LAZY = {
     "tfrecord_loader": "slidetiles.tfrecord",
     "multi_tfrecord_loader": "slidetiles.tfrecord",
 }
-_MODULES = ("errors", "io", "tfrecord", "dataset", "splits", "loaders", "pipeline", "demo")
+_MODULES = ("errors", "io", "tfrecord", "dataset", "splits", "loaders", "pipeline", "demo", "util")
 
-__all__ = sorted([*_LAZY, "errors", "io", "tfrecord", "__version__"])
+__all__ = sorted([*_LAZY, "errors", "io", "tfrecord", "util", "__version__"])
 
 
 def __getattr__(name):

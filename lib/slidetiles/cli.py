@@ -48,12 +48,16 @@ def _pool_map(function, items: list, jobs: int, description: str):
 
 
 # -- index -----------------------------------------------------------------------------------------------------------
-def _index_one(args: tuple[str, bool]) -> tuple[str, str | None]:
+def _index_one(args: tuple[str, bool, str]) -> tuple[str, str | None]:
     from slidetiles.io import tfrecord2idx
 
-    path, force = args
+    path, force, fmt = args
     try:
-        if force:
+        if fmt == "text":
+            from slidetiles.io.text_index import create_text_index
+
+            create_text_index(path)
+        elif force:
             tfrecord2idx.create_index(path)
         else:
             tfrecord2idx.read_index(path, create=True)
@@ -64,14 +68,12 @@ def _index_one(args: tuple[str, bool]) -> tuple[str, str | None]:
 
 def cmd_index(ns) -> int:
     paths = expand_tfrecords(ns.targets)
-    failures = [
-        (path, error)
-        for path, error in _pool_map(_index_one, [(p, ns.force) for p in paths], ns.jobs, "indexing")
-        if error
-    ]
+    items = [(p, ns.force, ns.format) for p in paths]
+    failures = [(path, error) for path, error in _pool_map(_index_one, items, ns.jobs, "indexing") if error]
     for _, error in failures:
         print(f"error: {error}", file=sys.stderr)
-    print(f"{len(paths) - len(failures)} of {len(paths)} TFRecord(s) indexed")
+    kind = " (text .tfindex)" if ns.format == "text" else ""
+    print(f"{len(paths) - len(failures)} of {len(paths)} TFRecord(s) indexed{kind}")
     return 1 if failures else 0
 
 
@@ -149,9 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-index", action="store_true", help="do not write an index if there is none")
     p.set_defaults(run=cmd_inspect)
 
-    p = commands.add_parser("index", help="build missing or stale <slide>.index.npz files")
+    p = commands.add_parser("index", help="build missing or stale <slide>.index.npz files (or text .tfindex ones)")
     p.add_argument("targets", nargs="+", metavar="FILE|DIR")
     p.add_argument("--force", action="store_true", help="rebuild every index, also current and foreign ones")
+    p.add_argument(
+        "--format",
+        choices=("npz", "text"),
+        default="npz",
+        help="npz: Slideflow's <slide>.index.npz (default); text: the tfrecord package's 'start length' lines in "
+        "<slide>.tfindex, always rewritten, leaving the .index.npz alone",
+    )
     p.add_argument("-j", "--jobs", type=int, default=jobs_default, help=f"processes (default {jobs_default})")
     p.set_defaults(run=cmd_index)
 
