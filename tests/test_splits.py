@@ -120,7 +120,10 @@ def test_linear_kfold_balances_sizes(df, seed):
     plan = plan_split(df, labels="score", model_type="linear", k_fold=3, seed=seed)
     sizes = [len(patients_of(df, fold)) for fold in plan.folds]
     assert max(sizes) - min(sizes) <= 1
-    assert isinstance(plan.entry["patients"][df["patient"].iloc[0]]["outcome_label"], float)
+    # Slideflow's encoding of a linear outcome: a one-element list of float (Dataset.labels(use_float=True)).
+    first = df.iloc[0]
+    assert plan.entry["patients"][first["patient"]]["outcome_label"] == [float(first["score"])]
+    assert isinstance(plan.entry["patients"][first["patient"]]["outcome_label"][0], float)
 
 
 @SETTINGS

@@ -106,7 +106,11 @@ def test_our_entries_stay_readable_the_slideflow_way(tmp_path):
     for i in (1, 2, 3):
         assert entry["tfrecords"][f"k-fold-{i}"] == plan.train_val(i)[1] == entry["validation"][str(i)]
     assert list(entry) == ["strategy", "patients", "tfrecords", "k_fold", "fraction", "seed", "model_type",
-                           "validation", "fingerprint", "created_by"]
+                           "outcome_labels", "validation", "fingerprint", "created_by"]
+    # Slideflow's encoding: the category's index among the sorted categories, which outcome_labels names.
+    assert entry["outcome_labels"] == {"0": "A", "1": "B", "2": "C"}
+    for patient, subtype in zip(df["patient"], df["subtype"]):
+        assert entry["patients"][patient]["outcome_label"] == "ABC".index(subtype)
     assert entry["created_by"] == "slidetiles"  # no version: bytes must survive an upgrade
     fixed = plan_split(df, labels="subtype", strategy="fixed", fraction=0.3, splits=path, seed=4).entry
     assert set(fixed["tfrecords"]) == {"training", "validation"}

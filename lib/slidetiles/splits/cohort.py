@@ -16,6 +16,8 @@ import pandas as pd
 from slidetiles.errors import SplitError
 
 MODEL_TYPES = ("categorical", "linear")
+#: Slideflow 3's names for the model types, accepted wherever a model type is.
+MODEL_TYPE_ALIASES = {"classification": "categorical", "regression": "linear"}
 
 
 class SplitWarning(UserWarning):
@@ -43,7 +45,11 @@ def natural_key(text: str) -> tuple:
 
 
 def is_blank(value) -> bool:
-    """Blank as the annotations define it: None, NaN, ``''`` or only whitespace."""
+    """Blank as Slideflow's ``filter_blank`` defines it: None, NaN, ``''`` or a single space.
+
+    Cells a CSV reader takes for missing (``NA``, ``nan``, ``NULL``, ...) are already ``''`` once loaded (see
+    :mod:`slidetiles.dataset.annotations`). Anything else, two spaces included, is a value, as in Slideflow.
+    """
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
@@ -53,12 +59,25 @@ def is_blank(value) -> bool:
             return True
     except (TypeError, ValueError):
         pass
-    return isinstance(value, str) and value.strip() == ""
+    return isinstance(value, str) and value in ("", " ")
+
+
+def canonical_model_type(model_type) -> str:
+    """``'categorical'`` or ``'linear'``, accepting Slideflow 3's ``'classification'`` and ``'regression'``.
+
+    >>> canonical_model_type("regression")
+    'linear'
+    """
+    if isinstance(model_type, str):
+        model_type = MODEL_TYPE_ALIASES.get(model_type, model_type)
+    _check_model_type(model_type)
+    return model_type
 
 
 def _check_model_type(model_type: str) -> None:
     if model_type not in MODEL_TYPES:
-        raise SplitError(f"unknown model_type {model_type!r}: use 'categorical' or 'linear'")
+        raise SplitError(f"unknown model_type {model_type!r}: use 'categorical' (Slideflow 3: 'classification') or "
+                         f"'linear' ('regression')")
 
 
 def _slide_labels(df: pd.DataFrame, labels, model_type: str) -> list:
@@ -129,7 +148,7 @@ def patient_table(slides_df: pd.DataFrame, labels=None, model_type: str = "categ
         >>> table.loc["p1", "slides"], table["label"].to_dict()
         (['s1', 's2'], {'p1': 'A', 'p2': 'B'})
     """
-    _check_model_type(model_type)
+    model_type = canonical_model_type(model_type)
     if not isinstance(slides_df, pd.DataFrame):
         raise SplitError(f"expected a DataFrame of slides, got {type(slides_df).__name__}")
     for required in ("slide", "patient"):
@@ -232,3 +251,107 @@ def label_values(table: pd.DataFrame) -> list:
     if None in values:
         return [None]
     return sorted(values)
+
+
+def _json_value(value):
+    """``value`` as plain JSON types (NumPy scalars to Python, tuples to lists); other objects as their str."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return _json_value(value.item())
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return str(value)
+
+
+def label_categories(slides_df: pd.DataFrame, labels, model_type: str = "categorical",
+                     categories: Mapping[str, Sequence] | None = None) -> dict[str, list[str]] | None:
+    """The category names of each label column, sorted: the list whose positions Slideflow stores as labels.
+
+    Only categorical labels given as column names have categories (None otherwise). ``categories`` overrides the
+    names per column: Slideflow numbers categories over every annotation row passing the filters, slides without a
+    TFRecord included (``Dataset.labels``), so a Dataset passes the names of those rows, which may be more than
+    the split's slides carry.
+
+    Raises:
+        SplitError: a slide's label is missing from the given ``categories``.
+
+    Example:
+        >>> df = pd.DataFrame({"slide": ["s1", "s2"], "patient": ["p1", "p2"], "subtype": ["B", "A"]})
+        >>> label_categories(df, "subtype", categories={"subtype": ["C", "A", "B"]})
+        {'subtype': ['A', 'B', 'C']}
+    """
+    if canonical_model_type(model_type) != "categorical" or labels is None or isinstance(labels, Mapping):
+        return None
+    names = [labels] if isinstance(labels, str) else list(labels)
+    out = {}
+    for name in names:
+        used = sorted({str(v) for v in slides_df[name]})
+        given = None if categories is None else categories.get(name)
+        if given is None:
+            out[name] = used
+            continue
+        given = sorted({str(v) for v in given})
+        unknown = sorted(set(used) - set(given))
+        if unknown:
+            raise SplitError(f"label {name!r}: values {listing(repr(v) for v in unknown)} are not among the "
+                             f"categories given ({listing(repr(v) for v in given)})")
+        out[name] = given
+    return out
+
+
+def slideflow_outcomes(slides_df: pd.DataFrame, table: pd.DataFrame, labels, model_type: str = "categorical",
+                       categories: Mapping[str, list[str]] | None = None) -> dict[str, object]:
+    """Each patient's ``outcome_label`` as Slideflow writes it in ``splits.json``.
+
+    Slideflow compares a saved entry's ``outcome_label`` with the labels its training code hands to
+    ``Dataset.split`` (``Project.train``), and reuses the entry only when every patient's is equal:
+
+    * a categorical column: the index of the value among the sorted categories (``Dataset.labels``), an int;
+    * several categorical columns: the indices joined by ``-`` (``"0-2"``), as ``Project.train`` does;
+    * a linear column: ``[value]``, a one-element list of float (``labels(use_float=True)``);
+    * a ``{slide: label}`` mapping: the value as given (Slideflow stores what it is handed);
+    * no labels: the patient itself (Slideflow then splits by ``Dataset.patients()``).
+
+    Args:
+        slides_df: the slide annotations the patient ``table`` was made from.
+        table: :func:`patient_table` of ``slides_df``.
+        labels, model_type: as given to :func:`patient_table`.
+        categories: :func:`label_categories` (None: the sorted values of ``slides_df``).
+
+    Example:
+        >>> df = pd.DataFrame({"slide": ["s1", "s2"], "patient": ["p1", "p2"], "subtype": ["B", "A"]})
+        >>> table = patient_table(df, labels="subtype")
+        >>> slideflow_outcomes(df, table, "subtype", categories={"subtype": ["A", "B", "C"]})
+        {'p1': 1, 'p2': 0}
+    """
+    model_type = canonical_model_type(model_type)
+    patients = [str(p) for p in table.index]
+    if labels is None:
+        return {p: p for p in patients}
+    first = {p: slides[0] for p, slides in zip(patients, table["slides"])}
+    if isinstance(labels, Mapping):
+        return {p: _json_value(labels[first[p]]) for p in patients}
+    if model_type == "linear":
+        return {p: [float(v)] for p, v in zip(patients, table["label"])}
+    if categories is None:
+        categories = label_categories(slides_df, labels, model_type)
+    names = [labels] if isinstance(labels, str) else list(labels)
+    position = {name: {v: i for i, v in enumerate(categories[name])} for name in names}
+    rows = slides_df.reset_index(drop=True)
+    row_of = {str(s): i for i, s in enumerate(rows["slide"])}
+    out = {}
+    for p in patients:
+        i = row_of[first[p]]
+        indices = [position[name][str(rows[name].iat[i])] for name in names]
+        out[p] = indices[0] if len(names) == 1 else "-".join(str(x) for x in indices)
+    return out
+
+
+def outcome_names(categories: Mapping[str, list[str]] | None) -> dict | None:
+    """What each stored index means, for a splits.json reader: ``{"0": name, ...}``, one such dict per column
+    when there are several (None without categories)."""
+    if not categories:
+        return None
+    named = {column: {str(i): v for i, v in enumerate(values)} for column, values in categories.items()}
+    return next(iter(named.values())) if len(named) == 1 else named

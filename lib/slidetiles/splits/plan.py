@@ -11,7 +11,14 @@ import pandas as pd
 
 from slidetiles.errors import SplitError
 from slidetiles.splits import splits_file, strategies
-from slidetiles.splits.cohort import _check_model_type, label_values, patient_table
+from slidetiles.splits.cohort import (
+    canonical_model_type,
+    label_categories,
+    label_values,
+    outcome_names,
+    patient_table,
+    slideflow_outcomes,
+)
 
 #: Every strategy :func:`plan_split` knows, Slideflow's names.
 STRATEGIES = ("k-fold", "k-fold-preserved-site", "k-fold-manual", "fixed", "bootstrap", "none")
@@ -26,13 +33,16 @@ class SplitPlan:
         k: number of iterations: folds for k-fold strategies, repeats for ``bootstrap``, 1 for ``fixed`` and
             ``none``.
         folds: ``k`` sorted lists of slides; ``folds[i - 1]`` is validated in iteration ``i``.
-        patients: the patient table (see :func:`~slidetiles.splits.cohort.patient_table`).
+        patients: the patient table (see :func:`~slidetiles.splits.cohort.patient_table`), plus an ``outcome``
+            column: each patient's ``outcome_label`` in Slideflow's encoding.
         validation_patients: ``k`` sorted lists of patients, parallel to ``folds``.
         entry: the splits.json entry (None for ``bootstrap`` and ``none``, which are never saved).
         reused: the entry was found in the splits file rather than computed.
         seed, fraction, model_type: the inputs.
         path: the splits file, if any; index: the entry's position in it (None when not saved).
         sites: ``{site: fold}`` for preserved-site splits, else None.
+        outcome_labels: ``{"0": name, ...}`` (per column with several label columns): what the stored category
+            indices mean; None for linear, mapping or no labels.
     """
 
     strategy: str
@@ -48,6 +58,7 @@ class SplitPlan:
     path: str | None = None
     index: int | None = None
     sites: dict | None = field(default=None)
+    outcome_labels: dict | None = field(default=None)
 
     @property
     def slides(self) -> list[str]:
@@ -121,14 +132,14 @@ def _check_k_fold(k_fold, minimum: int) -> int:
 def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labels=None, strategy: str = "k-fold",
                fraction: float | None = None, k_fold: int = 3, k_fold_header: str | None = None,
                site_labels: str | None = "site", splits: str | os.PathLike | None = None, seed: int = 0,
-               time_limit: float = 10.0) -> SplitPlan:
+               time_limit: float = 10.0, categories: dict | None = None, read_only: bool = False) -> SplitPlan:
     """Plan a patient-level training/validation split, reusing or saving it in a ``splits.json``.
 
     Args:
         slides_df: slide annotations, one row per slide, with ``slide``, ``patient`` and the label, site and fold
             columns used.
         model_type: ``'categorical'`` (folds stratified by label) or ``'linear'`` (fold sizes balanced, labels
-            parsed as numbers).
+            parsed as numbers); Slideflow 3's ``'classification'`` and ``'regression'`` are the same two.
         labels: the outcome column (or list of columns, or ``{slide: label}``); None splits without labels.
         strategy: ``'k-fold'`` (default), ``'k-fold-preserved-site'``, ``'k-fold-manual'``, ``'fixed'``,
             ``'bootstrap'`` or ``'none'``.
@@ -141,6 +152,10 @@ def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labe
             k-fold strategies only: ``bootstrap`` draws afresh each time and ``none`` has nothing to save).
         seed: non-negative int; the same inputs and seed give the same split everywhere.
         time_limit: seconds the preserved-site solver may search.
+        categories: ``{column: [names]}``, the categories Slideflow numbers a categorical label column over
+            (``Dataset.split`` passes those of every annotated slide passing its filters, TFRecord or not); default:
+            the values of ``slides_df``. Sets the ``outcome_label`` indices written and compared in ``splits``.
+        read_only: reuse a saved split from ``splits`` but never write to it (Slideflow's ``read_only``).
 
     Returns:
         A :class:`SplitPlan`; ``plan.train_val(k_fold_iter)`` gives the slides of each side.
@@ -161,7 +176,7 @@ def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labe
     """
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise SplitError(f"unknown split strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
-    _check_model_type(model_type)
+    model_type = canonical_model_type(model_type)
     seed = strategies.check_seed(seed)
     if strategy == "k-fold-preserved-site" and site_labels is None:
         raise SplitError("strategy 'k-fold-preserved-site' needs site_labels=... (the column naming each slide's "
@@ -172,8 +187,12 @@ def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labe
     table = patient_table(slides_df, labels=labels, model_type=model_type, site_column=site_column)
     if len(table) == 0:
         raise SplitError("no slides to split")
+    known = label_categories(slides_df, labels, model_type, categories)
+    outcomes = slideflow_outcomes(slides_df, table, labels, model_type, known)
+    table["outcome"] = pd.Series([outcomes[str(p)] for p in table.index], index=table.index, dtype=object)
+    names = outcome_names(known)
     path = None if splits is None else os.fspath(splits)
-    common = dict(patients=table, seed=seed, model_type=model_type)
+    common = dict(patients=table, seed=seed, model_type=model_type, outcome_labels=names)
 
     if strategy == "none":
         return SplitPlan(strategy, 1, [[]], validation_patients=[[]], entry=None, reused=False, fraction=None,
@@ -221,18 +240,22 @@ def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labe
             entry_extra.update({"sites": part.sites, "solver": part.solver})
         return splits_file.make_entry(table, strategy=strategy, validation_patients=groups, seed=entry_seed,
                                       fraction=fraction, model_type=model_type, extra=entry_extra,
-                                      fingerprint_extra=fingerprint_extra)
+                                      fingerprint_extra=fingerprint_extra, outcome_labels=names)
 
     def find(entries):
         try:
             return splits_file.find_matching(entries, strategy, k, fraction, table, seed=entry_seed,
-                                             model_type=model_type, folds=manual_folds)
+                                             model_type=model_type, folds=manual_folds, outcome_labels=names,
+                                             source=path)
         except SplitError as e:
             raise SplitError(f"{path}: {e}") from None
 
     index = None
     if path is None:
         entry, reused = build(), False
+    elif read_only:
+        found = find(splits_file.load_splits(path))
+        index, entry, reused = (found[0], found[1], True) if found is not None else (None, build(), False)
     else:
         index, entry, reused = splits_file.reuse_or_append(path, find, build)
     try:

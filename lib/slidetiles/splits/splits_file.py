@@ -7,19 +7,26 @@ by Slideflow are reused here as they are. An entry written by slidetiles looks l
     {
       "strategy": "k-fold",
       "patients": {
-        "p1": {"outcome_label": "A", "slides": ["s1", "s2"]},
-        "p2": {"outcome_label": "B", "slides": ["s3"]}, ...
+        "p1": {"outcome_label": 0, "slides": ["s1", "s2"]},
+        "p2": {"outcome_label": 1, "slides": ["s3"]}, ...
       },
       "tfrecords": {"k-fold-1": ["s1", "s2", ...], "k-fold-2": ["s3", ...]},
       "k_fold": 2,
       "fraction": null,
       "seed": 0,
       "model_type": "categorical",
+      "outcome_labels": {"0": "A", "1": "B"},
       "validation": {"1": ["s1", "s2", ...], "2": ["s3", ...]},
       "fingerprint": "3f0c...e1",
       "created_by": "slidetiles"
     }
 
+* ``outcome_label``: Slideflow's encoding, the value its training code compares (see
+  :func:`~slidetiles.splits.cohort.slideflow_outcomes`): the category's index for a categorical column (categories
+  sorted, numbered over every annotated slide passing the filters, as ``Dataset.labels`` does), ``[float]`` for a
+  linear one, the patient for an unlabelled split. Entries from older slidetiles releases (the label's name, a bare
+  float, null) are still read.
+* ``outcome_labels``: what each index means (categorical column labels only); Slideflow ignores it.
 * ``tfrecords``: Slideflow's key. For k-fold strategies ``k-fold-i`` lists the slides validated in iteration ``i``
   (training is every other fold); for ``fixed``, ``training`` and ``validation``.
 * ``validation``: the same answer for every strategy, iteration (1-based, as a string) to validation slides.
@@ -53,7 +60,7 @@ import warnings
 import pandas as pd
 
 from slidetiles.errors import SplitError
-from slidetiles.splits.cohort import SplitWarning, label_values, listing
+from slidetiles.splits.cohort import SplitWarning, _json_value, label_values, listing
 
 try:
     import fcntl
@@ -138,27 +145,53 @@ def split_fingerprint(table: pd.DataFrame, strategy: str, k: int, fraction: floa
     return hashlib.sha256(_canonical(payload).encode("ascii")).hexdigest()
 
 
+def default_outcomes(table: pd.DataFrame, model_type: str) -> dict[str, object]:
+    """Slideflow's ``outcome_label`` of each patient when the table has no ``outcome`` column: the label's index
+    among the table's own sorted labels, ``[float]`` for linear labels, the patient when unlabelled."""
+    labels = label_values(table)
+    position = {label: i for i, label in enumerate(labels)}
+    out = {}
+    for p, label in zip(table.index, table["label"]):
+        if labels == [None]:
+            out[str(p)] = str(p)
+        elif model_type == "linear":
+            out[str(p)] = [float(label)]
+        else:
+            out[str(p)] = position[label]
+    return out
+
+
+def _outcomes(table: pd.DataFrame, model_type: str) -> dict[str, object]:
+    if "outcome" in table.columns:
+        return {str(p): _json_value(v) for p, v in zip(table.index, table["outcome"])}
+    return default_outcomes(table, model_type)
+
+
 def make_entry(table: pd.DataFrame, *, strategy: str, validation_patients: list[list[str]], seed: int,
                fraction: float | None, model_type: str, extra: dict | None = None,
-               fingerprint_extra: dict | None = None) -> dict:
+               fingerprint_extra: dict | None = None, outcome_labels: dict | None = None) -> dict:
     """A splits.json entry for ``table`` split into ``validation_patients`` (one list per iteration).
 
-    ``extra`` holds strategy-specific keys appended after the common ones (``sites``/``solver``,
-    ``k_fold_header``/``manual_folds``); ``fingerprint_extra`` what the fingerprint must cover beyond the table.
+    Each patient's ``outcome_label`` is the table's ``outcome`` column (Slideflow's encoding, see
+    :func:`~slidetiles.splits.cohort.slideflow_outcomes`), or :func:`default_outcomes` without one.
+    ``outcome_labels`` (index -> name) is recorded after ``model_type`` when given. ``extra`` holds
+    strategy-specific keys appended after the common ones (``sites``/``solver``, ``k_fold_header``/
+    ``manual_folds``); ``fingerprint_extra`` what the fingerprint must cover beyond the table.
 
     Example:
         >>> table = pd.DataFrame({"slides": [["s1"], ["s2"]], "label": ["A", "B"], "site": [None, None]},
         ...                      index=pd.Index(["p1", "p2"], name="patient"))
         >>> entry = make_entry(table, strategy="k-fold", validation_patients=[["p1"], ["p2"]], seed=0,
         ...                    fraction=None, model_type="categorical")
-        >>> entry["tfrecords"], entry["validation"]
-        ({'k-fold-1': ['s1'], 'k-fold-2': ['s2']}, {'1': ['s1'], '2': ['s2']})
+        >>> entry["tfrecords"], entry["validation"], entry["patients"]["p2"]["outcome_label"]
+        ({'k-fold-1': ['s1'], 'k-fold-2': ['s2']}, {'1': ['s1'], '2': ['s2']}, 1)
     """
     slides_of = {str(p): sorted(str(s) for s in slides) for p, slides in zip(table.index, table["slides"])}
+    outcomes = _outcomes(table, model_type)
     patients = {}
     with_site = strategy == "k-fold-preserved-site"
-    for p, label, site in zip(table.index, table["label"], table["site"]):
-        record = {"outcome_label": _json_label(label), "slides": slides_of[str(p)]}
+    for p, site in zip(table.index, table["site"]):
+        record = {"outcome_label": outcomes[str(p)], "slides": slides_of[str(p)]}
         if with_site:
             record["site"] = None if site is None else str(site)
         patients[str(p)] = record
@@ -179,8 +212,10 @@ def make_entry(table: pd.DataFrame, *, strategy: str, validation_patients: list[
         "fraction": fraction,
         "seed": seed,
         "model_type": model_type,
-        "validation": {str(i): fold for i, fold in enumerate(validation, start=1)},
     }
+    if outcome_labels:
+        entry["outcome_labels"] = outcome_labels
+    entry["validation"] = {str(i): fold for i, fold in enumerate(validation, start=1)}
     entry.update(extra or {})
     entry["fingerprint"] = split_fingerprint(table, strategy, k, fraction, seed, model_type, fingerprint_extra)
     entry["created_by"] = "slidetiles"
@@ -195,33 +230,62 @@ def _fold_count(tfrecords: dict) -> int | None:
     return len(numbers)
 
 
-def _same_label(stored, ours, index_of: dict, model_type: str) -> bool:
-    # Slideflow stores a linear outcome as a one-element list (one value per outcome column).
-    if isinstance(stored, list) and len(stored) == 1:
-        stored = stored[0]
-    if ours is None:
+def _number(value):
+    """A JSON number as float (bools are not numbers here), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _same_value(stored, expected) -> bool:
+    """Equal as Slideflow compares them after a JSON round trip: ``1 == 1.0``, lists element-wise, bools apart."""
+    if isinstance(expected, list):
+        return (isinstance(stored, list) and len(stored) == len(expected)
+                and all(_same_value(a, b) for a, b in zip(stored, expected)))
+    if isinstance(stored, bool) or isinstance(expected, bool):
+        return stored is expected
+    a, b = _number(stored), _number(expected)
+    if a is not None or b is not None:
+        return a is not None and b is not None and a == b
+    return stored == expected
+
+
+def _same_label(stored, expected, label, model_type: str) -> bool:
+    """Whether a saved ``outcome_label`` stands for this patient's label.
+
+    ``expected`` is Slideflow's encoding (what we write now); ``label`` the name or number the encoding stands for,
+    which older slidetiles releases wrote instead (a name, a bare float, null when unlabelled).
+    """
+    if _same_value(stored, expected):
+        return True
+    if label is None:
         return stored is None
-    if isinstance(stored, bool):
-        return False
     if model_type == "linear":
-        return isinstance(stored, (int, float)) and float(stored) == float(ours)
-    if isinstance(stored, str):
-        return stored == ours
-    # Slideflow's training path stores categorical outcomes as the index of the label among the sorted labels.
-    return isinstance(stored, int) and index_of.get(ours) == stored
+        if isinstance(stored, list) and len(stored) == 1:
+            stored = stored[0]
+        number = _number(stored)
+        return number is not None and number == float(label)
+    return isinstance(stored, str) and stored == label
 
 
-def _labels_match(patients: dict, table: pd.DataFrame, model_type: str) -> bool:
-    labels = label_values(table)
-    index_of = {label: i for i, label in enumerate(labels)} if labels != [None] else {}
-    for p, ours in zip(table.index, table["label"]):
+def _label(value):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _label_differences(patients: dict, table: pd.DataFrame, outcomes: dict, model_type: str) -> list[str]:
+    """``"p (saved X, expected Y)"`` for each patient whose saved label is not this one's."""
+    out = []
+    for p, label in zip(table.index, table["label"]):
         record = patients.get(str(p))
-        if not isinstance(record, dict):
-            return False
-        ours = None if ours is None or (isinstance(ours, float) and math.isnan(ours)) else ours
-        if not _same_label(record.get("outcome_label"), ours, index_of, model_type):
-            return False
-    return True
+        stored = record.get("outcome_label") if isinstance(record, dict) else None
+        if not isinstance(record, dict) or not _same_label(stored, outcomes[str(p)], _label(label), model_type):
+            out.append(f"{p} (saved {json.dumps(stored)}, expected {json.dumps(outcomes[str(p)])})")
+    return out
+
+
+def _labels_match(patients: dict, table: pd.DataFrame, model_type: str, outcomes: dict | None = None) -> bool:
+    outcomes = _outcomes(table, model_type) if outcomes is None else outcomes
+    return not _label_differences(patients, table, outcomes, model_type)
 
 
 def _sites_match(patients: dict, table: pd.DataFrame) -> bool:
@@ -290,13 +354,15 @@ def entry_validation_patients(entry: dict) -> list[list[str]]:
 
 def find_matching(entries: list[dict], strategy: str, k: int, fraction: float | None,
                   patients_table: pd.DataFrame, *, seed: int | None = None, model_type: str = "categorical",
-                  folds: list[list[str]] | None = None) -> tuple[int, dict] | None:
+                  folds: list[list[str]] | None = None, outcome_labels: dict | None = None,
+                  source: str | None = None) -> tuple[int, dict] | None:
     """The first saved split to reuse for these inputs, as ``(index, entry)``, or None.
 
     An entry matches when its strategy, fold count (k-fold strategies), exact patient set and per-patient labels
-    match, plus each patient's site for ``k-fold-preserved-site``: what Slideflow compares. Labels match as strings
-    or, for entries from Slideflow's training code, as the index of the label among the sorted labels; linear
-    labels match as numbers (a one-element list counts as its element). Then:
+    match, plus each patient's site for ``k-fold-preserved-site``: what Slideflow compares. Labels match in
+    Slideflow's encoding (the table's ``outcome`` column, see
+    :func:`~slidetiles.splits.cohort.slideflow_outcomes`) or, for entries of older slidetiles releases, as the
+    label's name, a number, or null when unlabelled. Then:
 
     * entries written by slidetiles (they carry ``seed``) must also match ``seed`` (unless ``seed`` is None),
       ``fraction`` and ``model_type``;
@@ -304,6 +370,11 @@ def find_matching(entries: list[dict], strategy: str, k: int, fraction: float | 
       (Slideflow truncates, slidetiles rounds: either);
     * ``folds`` (patients per fold), when given, must equal the saved folds: ``k-fold-manual`` passes the folds read
       from the annotations, so a changed fold column never reuses a stale split.
+
+    When nothing matches but an entry differs only in its labels, a :class:`SplitWarning` (prefixed with
+    ``source``, the file) names it and the patients whose saved label differs, and explains a renumbering of the
+    categories (``outcome_labels``, this split's category names) when that is the cause: the caller then saves a
+    new split, as Slideflow would, but not silently.
 
     Slides are not compared (Slideflow does not either): a saved split assigns patients, and a patient's new or
     missing slide follows the patient (the planner warns).
@@ -313,6 +384,8 @@ def find_matching(entries: list[dict], strategy: str, k: int, fraction: float | 
     """
     wanted = sorted(str(p) for p in patients_table.index)
     n = len(wanted)
+    outcomes = _outcomes(patients_table, model_type)
+    near: list[tuple[int, dict, list[str]]] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or entry.get("strategy") != strategy:
             continue
@@ -325,8 +398,6 @@ def find_matching(entries: list[dict], strategy: str, k: int, fraction: float | 
         elif _fold_count(tfrecords) != k:
             continue
         if sorted(str(p) for p in patients) != wanted:
-            continue
-        if not _labels_match(patients, patients_table, model_type):
             continue
         if strategy == "k-fold-preserved-site" and not _sites_match(patients, patients_table):
             continue
@@ -342,8 +413,45 @@ def find_matching(entries: list[dict], strategy: str, k: int, fraction: float | 
                 continue
         if folds is not None and _checked_groups(entry, index) != [sorted(f) for f in folds]:
             continue
+        differences = _label_differences(patients, patients_table, outcomes, model_type)
+        if differences:
+            near.append((index, entry, differences))
+            continue
         return index, entry
+    if near:
+        _warn_near_miss(near, patients_table, outcome_labels, source)
     return None
+
+
+def _names_of(outcome_labels) -> dict[str, str] | None:
+    """``{"0": name}`` of a single-column ``outcome_labels`` record, else None."""
+    if isinstance(outcome_labels, dict) and outcome_labels and all(
+            isinstance(v, str) for v in outcome_labels.values()):
+        return outcome_labels
+    return None
+
+
+def _warn_near_miss(near: list, table: pd.DataFrame, outcome_labels: dict | None, source: str | None) -> None:
+    index, entry, differences = near[0]
+    where = f"{source}: " if source else ""
+    message = (f"{where}saved split #{index} ({entry.get('strategy')}) has these patients and settings but other "
+               f"outcome labels for {listing(differences, limit=3)}")
+    saved_names, names = _names_of(entry.get("outcome_labels")), _names_of(outcome_labels)
+    renumbered = saved_names is not None and names is not None and saved_names != names
+    if renumbered:
+        message += f"; it numbers the categories {json.dumps(saved_names)}, this split {json.dumps(names)}"
+    extra = []
+    if names is not None:
+        carried = {str(v) for v in table["label"]}
+        extra = [name for name in names.values() if name not in carried]
+        if extra:
+            message += (f". Categories {listing(repr(v) for v in extra)} come only from annotated slides outside "
+                        "this split (slides without a TFRecord, say): Slideflow numbers every category of the "
+                        "filtered annotations, so they shift the indices")
+    message += ". Making a new split instead of reusing it"
+    if renumbered or extra:
+        message += "; to reuse it, split with the annotations and filters it was saved with"
+    warnings.warn(message, SplitWarning, stacklevel=4)
 
 
 def _checked_groups(entry: dict, index: int) -> list[list[str]]:
