@@ -137,3 +137,45 @@ def test_unwritable_index_builds_in_memory(tmp_path, jpeg_tiles):
     index = tfrecord2idx.read_index(path)
     assert len(index) == 3 and index.path is None
     assert [f for f in os.listdir(tmp_path) if ".tmp-" in f] == []
+
+
+def test_index_without_locations_round_trips_with_slideflow(tmp_path, jpeg_tiles, slideflow):
+    from slidetiles.loaders import TileSource, check_sources, make_torch_loader
+    from slidetiles.tfrecord import TFRecord
+
+    path = str(tmp_path / "noloc.tfrecords")
+    write_tiles(path, jpeg_tiles[:3], locations=False)
+    # Ours -> Slideflow: its TFRecord() needs the 'locations' key (it refused our index without it).
+    ours = tfrecord2idx.create_index(path)
+    theirs = slideflow.TFRecord(path)
+    assert len(theirs) == 3 and list(theirs.locations) == []
+    assert theirs[2]["image_raw"] == jpeg_tiles[2]
+    assert slideflow.util.tfrecord2idx.get_tfrecord_length(path) == 3
+    # Slideflow -> ours: its empty 'locations' means "no locations", not a damaged index.
+    os.unlink(ours)
+    written = slideflow.util.tfrecord2idx.create_index(path)
+    assert written == ours
+    with np.load(written, allow_pickle=False) as npz:
+        assert npz["locations"].shape == (0,)
+    with open(written, "rb") as f:
+        before = f.read()
+    index = tfrecord2idx.read_index(path, create=False)
+    assert not index.is_ours and len(index) == 3 and index.locations is None
+    with TFRecord(path) as tfr:
+        assert tfr.locations is None and tfr[1]["image_raw"] == jpeg_tiles[1]
+    sources = TileSource.from_paths([path], create_index=False)
+    check_sources(sources)  # was: "the TFRecord changed since it was counted"
+    loader = make_torch_loader(sources, batch_size=3, infinite=False, seed=0)
+    assert [batch[0].shape[0] for batch in loader] == [3]
+    with open(written, "rb") as f:
+        assert f.read() == before  # left as Slideflow wrote it
+
+
+def test_index_with_locations_round_trips_with_slideflow(tile_tfrecord, slideflow):
+    path, _, locs = tile_tfrecord
+    ours = tfrecord2idx.create_index(path)
+    assert slideflow.TFRecord(path).locations == [tuple(loc) for loc in locs]
+    os.unlink(ours)
+    slideflow.util.tfrecord2idx.create_index(path)
+    index = tfrecord2idx.read_index(path, create=False)
+    assert not index.is_ours and index.locations.tolist() == [list(loc) for loc in locs]

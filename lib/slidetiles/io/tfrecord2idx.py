@@ -15,6 +15,7 @@ We also read the formats Slideflow reads: the older text ``<slide>.index`` (``"s
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from dataclasses import dataclass
@@ -142,6 +143,9 @@ def save_index(
     target = os.fspath(index_file) if index_file is not None else index_path(tfrecord)
     if not target.endswith(".npz"):
         raise ValueError(f"{target}: index files we write end in .index.npz")
+    if os.path.lexists(target) and not os.path.isfile(target):
+        # A named pipe or a folder there is the user's, whatever its name: never replace it.
+        raise FileExistsError(errno.EEXIST, "exists and is not a regular file; not replacing it with an index", target)
     arrays = {
         "arr_0": np.asarray(arr_0, dtype=np.int64).reshape(-1, 2),
         "slidetiles_index": np.int64(INDEX_FORMAT_VERSION),
@@ -296,6 +300,13 @@ def _written_by_us(index_file: str) -> bool:
         with np.load(index_file, allow_pickle=False) as npz:
             return "slidetiles_index" in npz.files
     except Exception:
+        pass
+    # Too damaged for the zip reader: our member's name in the raw bytes (its local header or the central
+    # directory) still says who wrote it; no other writer names a member so.
+    try:
+        with open(index_file, "rb") as f:
+            return b"slidetiles_index.npy" in f.read()
+    except OSError:
         return False
 
 
