@@ -19,16 +19,21 @@ def write(tmp_path, text, name="ann.csv", mode="w"):
     return str(path)
 
 
-def test_every_value_is_a_string_and_literals_stay_values(tmp_path):
-    path = write(tmp_path, "patient,slide,flag,score,note\np1,s1,FALSE,0,nan\np2,s2,,1.50,NA\np3,s3, ,007,None\n")
+def test_every_value_is_a_string_and_missing_cells_read_as_slideflow_reads_them(tmp_path):
+    # Slideflow reads annotations with pandas.read_csv(dtype=str) and fills what pandas takes for missing with '':
+    # 'nan', 'NA' and 'None' are blank there, ' NA' and 'null ' (spaces around) and 'none' are not.
+    path = write(tmp_path, "patient,slide,flag,score,note\np1,s1,FALSE,0,nan\np2,s2,,1.50,NA\np3,s3, ,007,None\n"
+                           "p4,s4,  ,-0, NA\np5,s5,none,x,null \n")
     ann = load_annotations(path)
     frame = ann.frame
-    assert frame.loc["s1", "flag"] == "FALSE" and frame.loc["s1", "score"] == "0" and frame.loc["s1", "note"] == "nan"
-    assert frame.loc["s2", "flag"] == "" and frame.loc["s2", "score"] == "1.50" and frame.loc["s2", "note"] == "NA"
-    assert frame.loc["s3", "score"] == "007" and frame.loc["s3", "note"] == "None"
+    assert frame.loc["s1", "flag"] == "FALSE" and frame.loc["s1", "score"] == "0" and frame.loc["s1", "note"] == ""
+    assert frame.loc["s2", "flag"] == "" and frame.loc["s2", "score"] == "1.50" and frame.loc["s2", "note"] == ""
+    assert frame.loc["s3", "score"] == "007" and frame.loc["s3", "note"] == ""
+    assert frame["note"].tolist()[3:] == [" NA", "null "] and frame.loc["s5", "flag"] == "none"
     assert all(isinstance(v, str) for v in frame.to_numpy().ravel())
-    assert blank_mask(frame["flag"]).tolist() == [False, True, True]
-    assert blank_mask(frame["note"]).tolist() == [False, False, False]
+    # Slideflow's filter_blank drops '' and ' ' (sf.util.EMPTY), not two spaces.
+    assert blank_mask(frame["flag"]).tolist() == [False, True, True, False, False]
+    assert blank_mask(frame["note"]).tolist() == [True, True, True, False, False]
     assert ann.path == path and len(ann.sha256) == 64
 
 

@@ -104,9 +104,9 @@ def test_blank_category_values_are_an_error_naming_the_slides(cohort_ds):
         cohort_ds.clip(strategy="category", headers="flag")
     with pytest.raises(DatasetError, match="s3"):
         cohort_ds.balance("flag")
-    # Once blanks are filtered out, 'FALSE', 'TRUE' and 'nan' are three ordinary categories.
+    # Once blanks are filtered out, 'FALSE', 'TRUE' and 'unknown' are three ordinary categories.
     out = cohort_ds.filter(filter_blank="flag").clip(strategy="category", headers="flag")
-    # FALSE: s1, s4, s7 = 34; TRUE: s2, s6, s8 = 40; nan: s5 = 8 -> budget 8.
+    # FALSE: s1, s4, s7 = 34; TRUE: s2, s6, s8 = 40; unknown: s5 = 8 -> budget 8.
     # FALSE: spread(8, [10, 20, 4]) = floors [2, 4, 0] (remainders 12, 24, 32) + s7, s4 -> [2, 5, 1];
     # TRUE: spread(8, [30, 8, 2]) = floors [6, 1, 0] (remainders 0, 24, 16) + s6 -> [6, 2, 0].
     assert clipped(out) == {"s1": 2, "s2": 6, "s4": 5, "s5": 8, "s6": 2, "s7": 1, "s8": 0}

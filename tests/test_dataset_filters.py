@@ -51,7 +51,7 @@ def test_annotations_are_strings_of_retained_slides(cohort_ds):
     assert ann["slide"].tolist() == sorted(RETAINED)
     assert all(isinstance(v, str) for v in ann.to_numpy().ravel())
     row = ann.set_index("slide").loc["s5"]
-    assert row["flag"] == "nan" and row["score"] == "2"
+    assert row["flag"] == "unknown" and row["score"] == "2"
     assert ann.set_index("slide").loc["s1", "flag"] == "FALSE"
     assert len(cohort_ds.all_annotations) == 10
 
@@ -62,13 +62,13 @@ def test_annotations_are_strings_of_retained_slides(cohort_ds):
         ({"filters": {"label": ["tumor"]}}, ["s1", "s2", "s5", "s6", "s7", "s8"]),
         ({"filters": {"label": "normal"}}, ["s3", "s4"]),  # a single value works like a one-item list
         ({"filters": {"flag": ["FALSE"]}}, ["s1", "s4", "s7"]),  # s9 is FALSE too, but empty
-        ({"filters": {"flag": ["nan"]}}, ["s5"]),  # the literal string 'nan' is a value
+        ({"filters": {"flag": ["unknown"]}}, ["s5"]),
         ({"filters": {"score": ["0"]}}, ["s1", "s4"]),
         ({"filters": {"score": [0]}}, ["s1", "s4"]),  # non-strings are compared as str(value)
         ({"filters": {"label": ["tumor"], "site": ["C"]}}, ["s5", "s6", "s7", "s8"]),
         ({"filters": {"site": ["Z"]}}, []),
-        ({"filter_blank": ["flag"]}, ["s1", "s2", "s4", "s5", "s6", "s7", "s8"]),  # '' is blank, 'nan' is not
-        ({"filter_blank": "score"}, ["s1", "s2", "s4", "s5", "s6", "s7", "s8"]),  # whitespace is blank
+        ({"filter_blank": ["flag"]}, ["s1", "s2", "s4", "s5", "s6", "s7", "s8"]),  # '' is blank
+        ({"filter_blank": "score"}, ["s1", "s2", "s4", "s5", "s6", "s7", "s8"]),  # ' ' is blank
         ({"min_tiles": 8}, ["s1", "s2", "s4", "s5", "s6"]),
         ({"min_tiles": 31}, []),
         ({"filters": {"label": ["tumor"]}, "min_tiles": 5}, ["s1", "s2", "s5", "s6"]),

@@ -40,7 +40,7 @@ def test_manifest_has_the_documented_shape(tree, tmp_path):
     assert doc["balance"] == {"headers": ["label"], "strategy": "category"}
     # site A or C, flag not blank, >= 2 tiles: s1, s2 (p1), s5, s6, s7, s8 (p4).
     assert sorted(doc["slides"]) == ["s1", "s2", "s5", "s6", "s7", "s8"]
-    assert doc["slides"]["s5"] == {"patient": "p4", "slide": "s5", "site": "C", "label": "tumor", "flag": "nan", "score": "2"}
+    assert doc["slides"]["s5"] == {"patient": "p4", "slide": "s5", "site": "C", "label": "tumor", "flag": "unknown", "score": "2"}
     entry = doc["tfrecords"][tree["paths"]["s2"]]
     stat = os.stat(tree["paths"]["s2"])
     assert entry["slide"] == "s2" and entry["patient"] == "p1" and entry["total"] == 30
@@ -72,7 +72,7 @@ def test_round_trip_rebuilds_an_equivalent_dataset(tree, tmp_path):
     assert (back.tile_px, back.tile_um, back.label) == (ds.tile_px, ds.tile_um, ds.label)
     assert back.patients() == ds.patients() and back.slides() == ds.slides()
     assert back.slide_table().equals(ds.slide_table())
-    assert back.annotations.set_index("slide").loc["s5", "flag"] == "nan"
+    assert back.annotations.set_index("slide").loc["s5", "flag"] == "unknown"
     assert back.unmatched["tfrecords_without_annotation"] == [tree["paths"]["x1"]]
     # And it writes the very same file again.
     again = back.to_manifest(tmp_path / "again.json")

@@ -8,7 +8,7 @@ hand from this table:
     s2    p1      A    tumor  'TRUE'  '1.5' 30
     s3    p2      B    normal ''      ' '    5
     s4    p3      B    normal 'FALSE' '0'   20
-    s5    p4      C    tumor  'nan'   '2'    8
+    s5    p4      C    tumor  'unknown' '2'  8
     s6    p4      C    tumor  'TRUE'  '3'    8
     s7    p4      C    tumor  'FALSE' '4'    4
     s8    p4      C    tumor  'TRUE'  '5'    2
@@ -37,7 +37,7 @@ COHORT = [
     ("s2", "p1", "A", "tumor", "TRUE", "1.5", 30),
     ("s3", "p2", "B", "normal", "", " ", 5),
     ("s4", "p3", "B", "normal", "FALSE", "0", 20),
-    ("s5", "p4", "C", "tumor", "nan", "2", 8),
+    ("s5", "p4", "C", "tumor", "unknown", "2", 8),
     ("s6", "p4", "C", "tumor", "TRUE", "3", 8),
     ("s7", "p4", "C", "tumor", "FALSE", "4", 4),
     ("s8", "p4", "C", "tumor", "TRUE", "5", 2),

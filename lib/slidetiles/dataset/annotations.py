@@ -1,8 +1,10 @@
 """Slide annotations: loading a CSV or DataFrame as strings, and refusing tables that would mis-assign slides.
 
-Every value is a string: ``'0'``, ``'FALSE'``, ``'nan'`` and ``'NA'`` are values like any other. Blank means
-``''``, whitespace only, or a real missing value (NaN/None in a DataFrame, an empty CSV cell); missing values are
-stored as ``''``. The user's CSV is read, hashed and never written.
+Every value is a string, read as Slideflow reads it (``pandas.read_csv(dtype=str)``, then missing -> ``''``): a
+CSV cell pandas takes for missing (empty, ``NA``, ``N/A``, ``nan``, ``NaN``, ``NULL``, ``None``, ``#N/A``, ``<NA>``,
+... exactly, no surrounding spaces) becomes ``''``, as do NaN/None in a DataFrame; ``'0'``, ``'FALSE'`` and a string
+``'nan'`` inside a DataFrame stay values. Blank, for ``filter_blank``, is what Slideflow drops: ``''`` or a single
+space. The user's CSV is read, hashed and never written.
 """
 
 from __future__ import annotations
@@ -38,8 +40,17 @@ class Annotations:
         return list(self.frame.columns)
 
 
+#: Slideflow's blank values once annotations are strings (``sf.util.EMPTY``: ``''``, ``' '``, None, NaN).
+BLANK = ("", " ")
+
+
 def blank_mask(values: pd.Series) -> pd.Series:
-    """True where a value is blank: ``''``, whitespace only, or missing."""
+    """True where a value is blank as Slideflow's ``filter_blank`` sees it: missing, ``''`` or ``' '``."""
+    return values.isna() | values.isin(BLANK)
+
+
+def _empty_mask(values: pd.Series) -> pd.Series:
+    # A patient or slide name of spaces is as unusable as none.
     return values.isna() | values.astype(str).str.strip().eq("")
 
 
@@ -110,7 +121,8 @@ def load_annotations(annotations) -> Annotations:
                 f"{path}: duplicated column(s) {dups} in the header; every column name must be unique"
             )
         try:
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+            # pandas' default missing-value strings, as Slideflow reads the file: 'NA' and 'nan' are blank there.
+            frame = pd.read_csv(io.StringIO(text), dtype=str)
         except (pd.errors.ParserError, ValueError) as exc:
             raise AnnotationsError(f"{path}: cannot read the annotations as CSV ({exc})") from None
         frame = _as_strings(frame)
@@ -136,7 +148,7 @@ def load_annotations(annotations) -> Annotations:
         raise AnnotationsError(f"{where}: only one column found; is the file comma-separated?")
 
     for column in REQUIRED:
-        bad = blank_mask(frame[column]).to_numpy().nonzero()[0]
+        bad = _empty_mask(frame[column]).to_numpy().nonzero()[0]
         if len(bad):
             raise AnnotationsError(
                 f"{where}: blank {column!r} in {_listing(row_names[i] for i in bad)}; every row needs a patient "

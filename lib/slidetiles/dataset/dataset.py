@@ -340,6 +340,47 @@ class Dataset:
             return rows[headers[0]].tolist()
         return list(zip(*(rows[c].tolist() for c in headers)))
 
+    def _passing_mask(self, frame: pd.DataFrame) -> np.ndarray:
+        """Annotation rows passing ``filters`` and ``filter_blank`` (TFRecords and tile counts aside)."""
+        mask = np.ones(len(frame), dtype=bool)
+        # A column can be absent only in a Dataset read from a manifest that retained no slide at all.
+        for column, values in self._filters.items():
+            mask &= frame[column].isin(values).to_numpy() if column in frame else False
+        for column in self._filter_blank:
+            mask &= ~blank_mask(frame[column]).to_numpy() if column in frame else False
+        return mask
+
+    def _label_rows(self) -> pd.DataFrame:
+        """The annotation rows Slideflow's ``filtered_annotations`` holds, which its ``labels()`` numbers over.
+
+        Every row passing ``filters`` and ``filter_blank``, slides without a TFRecord (or with an empty one)
+        included; with ``min_tiles``, only slides with a TFRecord of that many tiles, as Slideflow checks it.
+        A category carried only by a slide without a TFRecord still takes its place in the sorted list, so
+        numbering the retained slides alone would disagree with Slideflow (and with its ``splits.json``).
+        """
+        frame = self._setup.annotations.frame
+        mask = self._passing_mask(frame)
+        if self._min_tiles:
+            cat = self._setup.catalog.frame
+            enough = set(cat.loc[cat["total"].to_numpy() >= self._min_tiles, "slide"])
+            mask &= frame.index.isin(enough)
+        return frame.loc[mask]
+
+    def label_categories(self, headers: str | Sequence[str]) -> dict[str, list[str]]:
+        """``{header: sorted values}``: the categories :meth:`labels` numbers, as Slideflow does.
+
+        The values of every annotated slide passing the filters, slides without a TFRecord included (see
+        ``unmatched['slides_without_tfrecord']``), so the indices agree with Slideflow's ``Dataset.labels()``.
+
+        Example:
+            >>> ds.label_categories('subtype')  # doctest: +SKIP
+            {'subtype': ['A', 'B', 'C']}
+        """
+        header_list = [headers] if isinstance(headers, str) else list(headers)
+        self._check_columns(header_list, "label_categories()")
+        rows = self._label_rows()
+        return {header: sorted(set(rows[header].tolist())) for header in header_list}
+
     def _selection(self) -> _Selection:
         if self._selection_cache is not None:
             return self._selection_cache
@@ -353,13 +394,7 @@ class Dataset:
             without_tfrecord: list[str] = []
         else:
             frame = setup.annotations.frame
-            mask = np.ones(len(frame), dtype=bool)
-            # A column can be absent only in a Dataset read from a manifest that retained no slide at all.
-            for column, values in self._filters.items():
-                mask &= frame[column].isin(values).to_numpy() if column in frame else False
-            for column in self._filter_blank:
-                mask &= ~blank_mask(frame[column]).to_numpy() if column in frame else False
-            passing = frame.index[mask]
+            passing = frame.index[self._passing_mask(frame)]
             passes = slides.isin(passing).to_numpy()
             known = slides.isin(frame.index).to_numpy()
             without_tfrecord = sorted(set(passing) - set(slides))
@@ -547,10 +582,12 @@ class Dataset:
         }
 
     def is_float(self, header: str) -> bool:
-        """Whether every value of ``header`` among the retained slides reads as a number."""
+        """Whether every value of ``header`` reads as a number, over the rows Slideflow checks: every annotated
+        slide passing the filters, slides without a TFRecord included (so ``use_float='auto'`` decides as
+        Slideflow does)."""
         self._check_columns([header], "is_float()")
         try:
-            [float(v) for v in self.annotations[header]]
+            [float(v) for v in self._label_rows()[header]]
         except ValueError:
             return False
         return True
@@ -566,6 +603,9 @@ class Dataset:
 
         Categorical headers: ``labels[slide]`` is the index of the value in the sorted list of distinct values
         (``format='name'``: the value itself; ``assign={header: {value: int}}``: that int), ``unique`` that list.
+        As in Slideflow, the list holds the values of every annotated slide passing the filters, slides without a
+        TFRecord included (:meth:`label_categories`), so a value carried only by such a slide still takes an
+        index; the dict itself covers the retained slides.
         Continuous headers (``use_float=True``, a ``{header: bool}`` dict, or ``'auto'`` for every header whose
         values all read as numbers): ``labels[slide]`` is a list of floats, as in Slideflow, and ``unique`` is
         ``[]``. With several headers ``labels[slide]`` is a list (one entry per header) and ``unique`` a dict
@@ -617,7 +657,7 @@ class Dataset:
                 per_slide = [[v] for v in converted]
                 uniques[header] = []
             else:
-                unique = sorted(set(values))
+                unique = self.label_categories(header)[header]
                 if assign is not None:
                     mapping = assign.get(header) if (len(header_list) > 1 or header in assign) else None
                     if mapping is None:
@@ -750,35 +790,50 @@ class Dataset:
     # -- training / validation splits (planning lives in slidetiles.splits) --------------------------------------
     def split(
         self,
-        model_type: str = "categorical",
+        model_type: str | None = "categorical",
         labels=None,
-        strategy: str = "k-fold",
+        strategy: str | None = None,
         fraction: float | None = None,
-        k_fold: int = 3,
+        k_fold: int | None = None,
         k_fold_iter: int | None = None,
         k_fold_header: str | None = None,
         site_labels: str | None = "site",
         splits: str | os.PathLike | None = None,
         seed: int = 0,
         time_limit: float = 10.0,
+        *,
+        val_strategy: str | None = None,
+        val_fraction: float | None = None,
+        val_k_fold: int | None = None,
+        read_only: bool = False,
+        from_wsi: bool = False,
     ) -> tuple["Dataset", "Dataset"]:
         """Split into ``(train, val)`` Datasets at patient level (Slideflow's ``Dataset.split``).
 
-        ``strategy`` is ``'k-fold'`` (default, 3 folds), ``'k-fold-preserved-site'`` (whole sites per fold, by
-        ``site_labels``), ``'k-fold-manual'`` (folds from the ``k_fold_header`` column), ``'fixed'`` (a
+        ``strategy`` is ``'k-fold'`` (default, ``k_fold=3`` folds), ``'k-fold-preserved-site'`` (whole sites per
+        fold, by ``site_labels``), ``'k-fold-manual'`` (folds from the ``k_fold_header`` column), ``'fixed'`` (a
         ``fraction`` of patients to validation), ``'bootstrap'`` (fresh each repeat) or ``'none'`` (everything
-        trains, validation is empty). ``k_fold_iter`` is 1-based. With ``splits`` (a ``splits.json`` path) a
-        saved split with the same strategy, folds, fraction, patients and labels is reused, else the new one is
-        appended. The same data, labels, strategy and ``seed`` give the same split on any machine.
+        trains, validation is empty). ``k_fold_iter`` is 1-based. ``model_type`` is ``'categorical'`` or
+        ``'linear'`` (Slideflow 3: ``'classification'``, ``'regression'``; None: classification with labels).
+        Slideflow 3's names work too: ``val_strategy``, ``val_fraction``, ``val_k_fold``.
+
+        With ``splits`` (a ``splits.json`` path) a saved split with the same strategy, folds, fraction, patients and
+        labels is reused, else the new one is appended (``read_only=True``: reused, never written). Labels are
+        saved and compared in Slideflow's encoding (category index over :meth:`label_categories`, ``[float]``
+        for linear labels), so Slideflow reuses these entries and this reuses Slideflow's. The same data, labels,
+        strategy and ``seed`` give the same split on any machine.
 
         Example:
             >>> train, val = ds.split(labels='subtype', k_fold=5, k_fold_iter=1, splits='splits.json')  # doctest: +SKIP
+            >>> train, val = ds.split('classification', 'subtype', val_strategy='k-fold', val_k_fold=5,
+            ...                       k_fold_iter=1, splits='splits.json')  # doctest: +SKIP
         """
         from slidetiles.dataset.splitting import split_dataset
 
         return split_dataset(
             self, model_type, labels, strategy, fraction, k_fold, k_fold_iter, k_fold_header, site_labels, splits,
-            seed, time_limit,
+            seed, time_limit, val_strategy=val_strategy, val_fraction=val_fraction, val_k_fold=val_k_fold,
+            read_only=read_only, from_wsi=from_wsi,
         )
 
     def kfold_split(
@@ -789,8 +844,10 @@ class Dataset:
         splits: str | os.PathLike | None = None,
         seed: int = 0,
         **options,
-    ):
-        """Yield ``(train, val)`` for each of the ``k`` folds of one partition (see :meth:`split`).
+    ) -> tuple[tuple["Dataset", "Dataset"], ...]:
+        """``(train, val)`` for each of the ``k`` folds of one partition, as a tuple (Slideflow's
+        ``Dataset.kfold_split``; see :meth:`split`). ``options``: ``model_type``, ``site_labels``, ``time_limit``,
+        ``read_only``.
 
         Example:
             >>> for train, val in ds.kfold_split(k=5, labels='subtype'):  # doctest: +SKIP

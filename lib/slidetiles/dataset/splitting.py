@@ -7,7 +7,7 @@ only hands it the Dataset's annotations and turns slide lists back into Datasets
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Mapping
 
 from slidetiles.errors import DatasetError, SplitError
 
@@ -24,23 +24,61 @@ def _keep(dataset, slides: list[str]):
     return dataset.filter(filters={"slide": sorted(slides)})
 
 
+def _either(name: str, ours, theirs_name: str, theirs, default):
+    """One argument given under our name or Slideflow 3's (never both, unless equal)."""
+    if ours is not None and theirs is not None and ours != theirs:
+        raise SplitError(f"split(): {name}={ours!r} and {theirs_name}={theirs!r} disagree; {theirs_name} is "
+                         f"Slideflow 3's name for {name}, pass one of them")
+    if ours is not None:
+        return ours
+    return theirs if theirs is not None else default
+
+
+def _categories(dataset, labels, model_type: str):
+    """The categories Slideflow numbers a column label over (None for linear, mapping or no labels)."""
+    from slidetiles.splits.cohort import canonical_model_type
+
+    if labels is None or isinstance(labels, Mapping) or canonical_model_type(model_type) != "categorical":
+        return None
+    if isinstance(labels, str) or (isinstance(labels, (list, tuple)) and all(isinstance(c, str) for c in labels)):
+        missing = [c for c in ([labels] if isinstance(labels, str) else labels) if c not in dataset.annotations]
+        if missing:
+            return None  # plan_split names the missing column with the columns there are
+        return dataset.label_categories(labels)
+    return None
+
+
 def split_dataset(
     dataset,
     model_type: str = "categorical",
     labels=None,
-    strategy: str = "k-fold",
+    strategy: str | None = None,
     fraction: float | None = None,
-    k_fold: int = 3,
+    k_fold: int | None = None,
     k_fold_iter: int | None = None,
     k_fold_header: str | None = None,
     site_labels: str | None = "site",
     splits: str | os.PathLike | None = None,
     seed: int = 0,
     time_limit: float = 10.0,
+    *,
+    val_strategy: str | None = None,
+    val_fraction: float | None = None,
+    val_k_fold: int | None = None,
+    read_only: bool = False,
+    from_wsi: bool = False,
 ):
     """``(train, val)`` Datasets of one iteration of a split; see :meth:`slidetiles.Dataset.split`."""
     from slidetiles.splits import plan_split
 
+    if from_wsi:
+        raise SplitError("split(from_wsi=True): slidetiles splits the slides of its TFRecords; drop from_wsi")
+    strategy = _either("strategy", strategy, "val_strategy", val_strategy, "k-fold")
+    fraction = _either("fraction", fraction, "val_fraction", val_fraction, None)
+    k_fold = _either("k_fold", k_fold, "val_k_fold", val_k_fold, 3)
+    if model_type is None:
+        # Slideflow's default: classification with labels, else a split of the patients alone.
+        model_type = "categorical" if labels is not None else "linear"
     plan = plan_split(
         _annotations(dataset),
         model_type=model_type,
@@ -53,6 +91,8 @@ def split_dataset(
         splits=splits,
         seed=seed,
         time_limit=time_limit,
+        categories=_categories(dataset, labels, model_type),
+        read_only=read_only,
     )
     if k_fold_iter is None and plan.k > 1:
         raise SplitError(
@@ -74,8 +114,9 @@ def kfold_split_dataset(
     model_type: str = "categorical",
     site_labels: str = "site",
     time_limit: float = 10.0,
-) -> Iterator:
-    """Yield ``(train, val)`` for every fold of one k-fold partition; see :meth:`slidetiles.Dataset.kfold_split`."""
+    read_only: bool = False,
+) -> tuple:
+    """``(train, val)`` for every fold of one k-fold partition; see :meth:`slidetiles.Dataset.kfold_split`."""
     from slidetiles.splits import plan_split
 
     plan = plan_split(
@@ -88,6 +129,7 @@ def kfold_split_dataset(
         splits=splits,
         seed=seed,
         time_limit=time_limit,
+        categories=_categories(dataset, labels, model_type),
+        read_only=read_only,
     )
-    for train, val in plan.iter_train_val():
-        yield _keep(dataset, train), _keep(dataset, val)
+    return tuple((_keep(dataset, train), _keep(dataset, val)) for train, val in plan.iter_train_val())
