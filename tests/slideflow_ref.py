@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import tempfile
 import types
 
 SLIDEFLOW_VERSION = "3.0.2"
@@ -41,7 +42,14 @@ def load():
     try:
         backend = importlib.import_module("slideflow._backend")
         sf.backend, sf.slide_backend = backend.backend, backend.slide_backend
-        util = importlib.import_module("slideflow.util")
+        # Importing slideflow.util opens "slideflow.log" in the working directory: keep it out of the checkout.
+        cwd = os.getcwd()
+        with tempfile.TemporaryDirectory(prefix="slideflow-log-") as scratch:
+            os.chdir(scratch)
+            try:
+                util = importlib.import_module("slideflow.util")
+            finally:
+                os.chdir(cwd)
         # What Slideflow's __init__ re-exports from util and its submodules then use as sf.<name>.
         for name in ("log", "getLoggingLevel", "setLoggingLevel", "about"):
             setattr(sf, name, getattr(util, name))
