@@ -62,7 +62,14 @@ def pristine(tmp_path_factory, jpeg_tiles):
     np.savez(foreign_file, arr_0=built.arr_0, locations=np.array(locs))
     with open(foreign_file, "rb") as f:
         foreign = f.read()
-    return {"tfrecord": tfrecord, "ours": ours, "foreign": foreign, "arr_0": built.arr_0, "locations": built.locations}
+    return Pristine(tfrecord=tfrecord, ours=ours, foreign=foreign, arr_0=built.arr_0, locations=built.locations)
+
+
+class Pristine(dict):
+    """The pristine files' bytes; a short repr, since hypothesis prints its arguments for every failing example."""
+
+    def __repr__(self):
+        return "Pristine(...)"
 
 
 def place(folder, tfrecord: bytes, index: bytes | None = None, name="s"):
