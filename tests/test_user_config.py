@@ -309,3 +309,19 @@ def test_killed_run_recovers_with_the_readme_commands(tmp_path):
         assert done == {name: sha256(reference / folder / name) for name in files_under(reference / folder)
                         if not name.endswith(".npz")}, folder
     assert files_under(checkout / "results") == files_under(reference / "results")
+
+
+def test_the_config_readme_example_is_a_complete_config(tmp_path, cohort):
+    # The complete example in config/README.md, pointed at real data, is a run of its own.
+    readme = (REPO / "config" / "README.md").read_text()
+    example = next(block for block in readme.split("```yaml\n")[1:] if block.startswith("tile_px"))
+    example = example.split("```", 1)[0]
+    config = example.replace("/data/tiles/LAB", str(cohort / "HOSP_A" / "tiles")).replace(
+        "/data/tfrecords/LAB", "tfrecords/LAB").replace("/data/annotations.csv", str(cohort / "annotations.csv"))
+    checkout = fresh_checkout(tmp_path / "checkout")
+    (checkout / "my_config.yaml").write_text(config)
+    result = readme_command(checkout, "-n", "--cores", "32", "--configfile", "my_config.yaml")
+    assert result.returncode == 0, output(result)[-3000:]
+    hosp_a = sum(source == "HOSP_A" for source, *_ in SLIDES)
+    assert job_counts(output(result)) == {"tfrecord": hosp_a, "tfrecord_index": hosp_a, "manifest": 1, "split": 1,
+                                          "report": 1, "all": 1, "total": 2 * hosp_a + 4}, output(result)[-3000:]
