@@ -62,7 +62,12 @@ def pristine(tmp_path_factory, jpeg_tiles):
     np.savez(foreign_file, arr_0=built.arr_0, locations=np.array(locs))
     with open(foreign_file, "rb") as f:
         foreign = f.read()
-    return Pristine(tfrecord=tfrecord, ours=ours, foreign=foreign, arr_0=built.arr_0, locations=built.locations)
+    np.save(str(folder / "foreign.npy"), built.arr_0)
+    with open(folder / "foreign.npy", "rb") as f:
+        npy = f.read()
+    text = "".join(f"{start} {length}\n" for start, length in built.arr_0).encode()
+    return Pristine(tfrecord=tfrecord, ours=ours, foreign={".index.npz": foreign, ".index.npy": npy, ".index": text},
+                    arr_0=built.arr_0, locations=built.locations)
 
 
 class Pristine(dict):
@@ -145,12 +150,16 @@ def test_damaged_index_of_ours_never_gives_a_wrong_count(tmp_path, pristine, how
         tfr.close()
 
 
+@pytest.mark.parametrize("suffix", [".index.npz", ".index.npy", ".index"])
 @FAULT
 @given(how=damages)
-def test_damaged_foreign_index_gives_the_right_count_or_names_the_file(tmp_path, pristine, how):
+def test_damaged_foreign_index_gives_the_right_count_or_names_the_file(tmp_path, pristine, suffix, how):
+    # Slideflow's npz, its .npy and the tfrecord package's text index.
     folder = str(tmp_path / "foreign")
-    path = place(folder, pristine["tfrecord"], damage(pristine["foreign"], how))
-    index_file = tfrecord2idx.index_path(path)
+    path = place(folder, pristine["tfrecord"])
+    index_file = path[: -len(".tfrecords")] + suffix
+    with open(index_file, "wb") as f:
+        f.write(damage(pristine["foreign"][suffix], how))
     before = open(index_file, "rb").read()
     counts, errors = count_tiles([entry(path)], jobs=1, progress=False)
     if errors:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,7 +190,9 @@ def _load_file(index_file: str) -> TFRecordIndex:
         elif index_file.endswith(".npy"):
             arr_0, locations, built_from = np.load(index_file, allow_pickle=False), None, None
         else:
-            arr_0 = np.loadtxt(index_file, dtype=np.int64, ndmin=2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "no data": an empty index is judged below
+                arr_0 = np.loadtxt(index_file, dtype=np.int64, ndmin=2)
             locations, built_from = None, None
     except TFRecordIndexError:
         raise
