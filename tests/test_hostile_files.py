@@ -545,12 +545,19 @@ def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path, j
     write_tiles(target, jpeg_tiles[:2])
     assert sorted(os.listdir(tmp_path)) == sorted(kept + ["x.tfrecords"])
     assert (tmp_path / "elsewhere").read_bytes() == b"keep me"
+    # The folder was listed once, at the first write here; a later leftover needs a new process (or a rescan).
+    late = tmp_path / f".x.tfrecords.tmp-{gone}-{host}-1a7e1a7e"
+    late.write_bytes(b"partial")
+    assert remove_stale_temporaries(target) == [] and late.exists()
+    assert remove_stale_temporaries(target, rescan=True) == [str(late)] and not late.exists()
     # atomic_write (indexes, manifests) cleans up after its own killed writers too.
-    index_tmp = f".x.index.npz.tmp-{gone}-{host}-feedface"
-    (tmp_path / index_tmp).write_bytes(b"partial")
-    tfrecord2idx.create_index(target)
-    assert index_tmp not in os.listdir(tmp_path) and "x.index.npz" in os.listdir(tmp_path)
-    assert remove_stale_temporaries(target) == []
+    other = tmp_path / "other"
+    other.mkdir()
+    index_tmp = f".y.index.npz.tmp-{gone}-{host}-feedface"
+    (other / index_tmp).write_bytes(b"partial")
+    write_tiles(other / "y.tfrecords", jpeg_tiles[:1])
+    tfrecord2idx.create_index(other / "y.tfrecords")
+    assert sorted(os.listdir(other)) == ["y.index.npz", "y.tfrecords"]
 
 
 def test_temporary_names_are_recognised_by_the_cleaner(tmp_path):

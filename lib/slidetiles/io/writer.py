@@ -11,6 +11,7 @@ import re
 import secrets
 import socket
 import stat
+import threading
 
 import numpy as np
 
@@ -61,38 +62,62 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
+# Temporary-looking names of each folder, by target, as listed the first time this process wrote there. Listing a
+# folder of 20,000 TFRecords and indexes costs tens of milliseconds: once per write, rebuilding their indexes would
+# cost more than reading the TFRecords. A target's names are handed out once, at its first write in this process.
+_listed: dict[str, dict[str, list[str]]] = {}
+_listed_lock = threading.Lock()
+_ANY_TEMPORARY = re.compile(r"\.(?P<target>.+)\.tmp-[0-9]{1,10}-(?:[0-9a-f]{8}-)?[0-9a-f]{8}")
+
+
+def _candidates(folder: str, name: str, rescan: bool) -> list[str]:
+    with _listed_lock:
+        by_target = None if rescan else _listed.get(folder)
+        if by_target is None:
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                return []  # the write itself will report a missing or unreadable folder
+            by_target = {}
+            for entry in names:
+                match = _ANY_TEMPORARY.fullmatch(entry) if ".tmp-" in entry else None
+                if match is not None:
+                    by_target.setdefault(match["target"], []).append(entry)
+            _listed[folder] = by_target
+        return by_target.pop(name, [])
+
+
+def remove_stale_temporaries(path: str | os.PathLike, *, rescan: bool = False) -> list[str]:
     """Delete temporary files that killed writers of ``path`` left beside it; returns the paths removed.
 
     Only regular files named exactly as :func:`temporary_path_for` names them for this same ``path``, written on
     this host by a process that no longer exists, are removed; anything else (other targets, files of live
-    writers, of other hosts, symbolic links) is left alone. Failing to remove one is logged, never raised: it must
-    not stop the write that triggered the clean-up.
+    writers, of other hosts, symbolic links, folders) is left alone. Failing to remove one is logged, never raised:
+    it must not stop the write that triggered the clean-up.
+
+    The folder is listed once per process (the first write there) unless ``rescan``; temporaries left by a writer
+    killed after that are removed by the next process that writes the same target.
     """
     folder, name = os.path.split(os.path.abspath(os.fspath(path)))
-    prefix = f".{name}.tmp-"
     pattern = _temporary_pattern(name)
     here = _host_tag()
     removed = []
-    try:
-        entries = [entry for entry in os.scandir(folder) if entry.name.startswith(prefix)]
-    except OSError:
-        return removed  # the write itself will report a missing or unreadable folder
-    for entry in entries:
-        match = pattern.fullmatch(entry.name)
+    for entry in _candidates(folder, name, rescan):
+        match = pattern.fullmatch(entry)
         if match is None or match["host"] not in (None, here) or _pid_alive(int(match["pid"])):
             continue
+        stale = os.path.join(folder, entry)
         try:
-            if not entry.is_file(follow_symlinks=False):
+            if not stat.S_ISREG(os.lstat(stale).st_mode):
                 continue
-            os.unlink(entry.path)
+            os.unlink(stale)
         except FileNotFoundError:
             continue  # another writer cleaned it first
         except OSError as exc:
-            log.warning("cannot remove the stale temporary file %s (%s)", entry.path, exc)
+            log.warning("cannot remove the stale temporary file %s (%s)", stale, exc)
             continue
-        log.info("removed %s, left by a writer (process %s) that no longer runs", entry.path, match["pid"])
-        removed.append(entry.path)
+        log.info("removed %s, left by a writer (process %s) that no longer runs", stale, match["pid"])
+        removed.append(stale)
     return removed
 
 
