@@ -10,6 +10,7 @@ balance stays consistent whatever filters are added after it.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -358,13 +359,43 @@ class Dataset:
         A category carried only by a slide without a TFRecord still takes its place in the sorted list, so
         numbering the retained slides alone would disagree with Slideflow (and with its ``splits.json``).
         """
-        frame = self._setup.annotations.frame
+        frame = self._label_frame()
         mask = self._passing_mask(frame)
         if self._min_tiles:
             cat = self._setup.catalog.frame
             enough = set(cat.loc[cat["total"].to_numpy() >= self._min_tiles, "slide"])
             mask &= frame.index.isin(enough)
         return frame.loc[mask]
+
+    def _label_frame(self) -> pd.DataFrame:
+        """Every annotation row; for a Dataset read from a manifest, the annotations CSV it names.
+
+        A manifest records the rows of the retained slides only, but Slideflow numbers categories over the whole
+        filtered CSV. When the CSV is still there, unchanged (same sha256), its rows are used; otherwise the
+        manifest's, and a category carried only by a slide without a TFRecord goes unnumbered (warned once).
+        """
+        setup = self._setup
+        ann = setup.annotations
+        if setup.origin is None or not ann.path:
+            return ann.frame
+        cache = setup.catalog.cache
+        if "label_frame" not in cache:
+            frame = ann.frame
+            try:
+                full = load_annotations(ann.path)
+            except (DatasetError, OSError, UnicodeDecodeError):
+                full = None
+            if full is not None and full.sha256 == ann.sha256:
+                frame = full.frame
+            elif setup.recorded_unmatched[0]:
+                warnings.warn(
+                    f"{setup.origin}: the annotations {ann.path} are missing or changed since the manifest was "
+                    f"written, so categories carried only by its slides without a TFRecord "
+                    f"({_listing(setup.recorded_unmatched[0])}) cannot be numbered as Slideflow numbers them",
+                    UserWarning, stacklevel=4,
+                )
+            cache["label_frame"] = frame
+        return cache["label_frame"]
 
     def label_categories(self, headers: str | Sequence[str]) -> dict[str, list[str]]:
         """``{header: sorted values}``: the categories :meth:`labels` numbers, as Slideflow does.

@@ -34,7 +34,7 @@ def _either(name: str, ours, theirs_name: str, theirs, default):
     return theirs if theirs is not None else default
 
 
-def _categories(dataset, labels, model_type: str):
+def split_categories(dataset, labels, model_type: str):
     """The categories Slideflow numbers a column label over (None for linear, mapping or no labels)."""
     from slidetiles.splits.cohort import canonical_model_type
 
@@ -91,7 +91,7 @@ def split_dataset(
         splits=splits,
         seed=seed,
         time_limit=time_limit,
-        categories=_categories(dataset, labels, model_type),
+        categories=split_categories(dataset, labels, model_type),
         read_only=read_only,
     )
     if k_fold_iter is None and plan.k > 1:
@@ -129,7 +129,7 @@ def kfold_split_dataset(
         splits=splits,
         seed=seed,
         time_limit=time_limit,
-        categories=_categories(dataset, labels, model_type),
+        categories=split_categories(dataset, labels, model_type),
         read_only=read_only,
     )
     return tuple((_keep(dataset, train), _keep(dataset, val)) for train, val in plan.iter_train_val())

@@ -150,14 +150,16 @@ def make_split(*, manifest: str, plan: dict, splits: str, png: str, svg: str) ->
     never saves (``bootstrap``, ``none``) are recorded in the same format so every plan leaves an artifact.
     """
     from slidetiles.dataset import Dataset
+    from slidetiles.dataset.splitting import split_categories
     from slidetiles.splits import plan_split
     from slidetiles.splits.plots import plot_split_composition
     from slidetiles.splits.splits_file import dumps_splits, make_entry
 
     dataset = Dataset.from_manifest(manifest)
+    model_type = plan.get("model_type", "categorical")
     result = plan_split(
         dataset.annotations,
-        model_type=plan.get("model_type", "categorical"),
+        model_type=model_type,
         labels=plan.get("labels"),
         strategy=plan.get("strategy", "k-fold"),
         fraction=plan.get("fraction"),
@@ -166,6 +168,8 @@ def make_split(*, manifest: str, plan: dict, splits: str, png: str, svg: str) ->
         site_labels=plan.get("site_column", "site"),
         seed=plan.get("seed", 0),
         time_limit=plan.get("time_limit", 10.0),
+        # Slideflow's category numbering: every annotated slide passing the filters, TFRecord or not.
+        categories=split_categories(dataset, plan.get("labels"), model_type),
     )
     entry = result.entry or make_entry(
         result.patients,
@@ -174,6 +178,7 @@ def make_split(*, manifest: str, plan: dict, splits: str, png: str, svg: str) ->
         seed=result.seed,
         fraction=result.fraction,
         model_type=result.model_type,
+        outcome_labels=result.outcome_labels,
     )
     _write_text(splits, dumps_splits([entry]))
     for path in (png, svg):
