@@ -144,7 +144,7 @@ def _scalar(data: bytes, members, name: str) -> int | None:
     if member is None:
         return None
     head = _npy_header(data, member[0])
-    if head is None or head[0] != "<i8" or head[1] != ():
+    if head is None or head[0] != "<i8" or head[1] != () or head[3] + 8 != member[0] + member[1]:
         return None
     return int.from_bytes(data[head[3] : head[3] + 8], "little", signed=True)
 
