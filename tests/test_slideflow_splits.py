@@ -332,3 +332,17 @@ def test_outcome_label_is_the_index_among_all_categories(cohort, extra):
     label_of = dict(zip(df["patient"], df["subtype"]))
     for patient, record in plan.entry["patients"].items():
         assert names[str(record["outcome_label"])] == label_of[patient]
+
+
+def test_several_label_columns_as_slideflows_training_code_splits_them(slideflow, cohort, tmp_path):
+    # Project.train joins the indices of several categorical outcomes with '-' before calling Dataset.split.
+    path = tmp_path / "splits.json"
+    mine = [pairs(p) for p in ours(cohort).kfold_split(k=3, labels=["label", "subtype"], splits=str(path), seed=4)]
+    [entry] = load_splits(path)
+    assert entry["outcome_labels"] == {"label": {"0": "benign", "1": "normal", "2": "tumor"},
+                                       "subtype": {"0": "A", "1": "B", "2": "C", "3": "D"}}
+    sf_ds = theirs(slideflow, cohort)
+    indices, _ = sf_ds.labels(["label", "subtype"])
+    split_labels = {slide: "-".join(map(str, v)) for slide, v in indices.items()}
+    assert_slideflow_reuses(slideflow, cohort, path, mine, model_type="classification", labels=split_labels,
+                            val_strategy="k-fold", val_k_fold=3)

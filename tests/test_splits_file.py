@@ -117,6 +117,51 @@ def test_our_entries_stay_readable_the_slideflow_way(tmp_path):
     assert fixed["validation"] == {"1": fixed["tfrecords"]["validation"]}
 
 
+@pytest.mark.parametrize("kind", ["categorical", "linear", "unlabelled", "two columns"])
+def test_entries_of_older_releases_are_still_reused(tmp_path, kind):
+    # Before Slideflow's encoding, slidetiles wrote the label's name, a bare float, or null without labels.
+    df = make_cohort(12)
+    kwargs = {"categorical": dict(labels="subtype"), "linear": dict(labels="score", model_type="linear"),
+              "unlabelled": dict(labels=None), "two columns": dict(labels=["subtype", "site"])}[kind]
+    path = tmp_path / "splits.json"
+    plan = plan_split(df, k_fold=3, seed=6, splits=path, **kwargs)
+    [entry] = load_splits(path)
+    for patient, record in entry["patients"].items():
+        label = plan.patients.loc[patient, "label"]
+        record["outcome_label"] = None if label is None else label
+    entry.pop("outcome_labels", None)
+    before = write_slideflow(path, [entry])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SplitWarning)
+        again = plan_split(df, k_fold=3, seed=6, splits=path, **kwargs)
+    assert again.reused and again.folds == plan.folds and path.read_bytes() == before
+
+
+def test_a_wrong_index_is_not_reused_and_is_explained(tmp_path):
+    df = make_cohort(12)
+    path = tmp_path / "splits.json"
+    plan_split(df, labels="subtype", k_fold=3, seed=6, splits=path)
+    [entry] = load_splits(path)
+    entry["patients"]["TCGA-000"]["outcome_label"] = 2  # 'A' is 0
+    write_slideflow(path, [entry])
+    with pytest.warns(SplitWarning, match=r"saved split #0 \(k-fold\) .* other outcome labels for TCGA-000 "
+                                          r"\(saved 2, expected 0\)\. Making a new split"):
+        again = plan_split(df, labels="subtype", k_fold=3, seed=6, splits=path)
+    assert not again.reused and again.index == 1
+
+
+def test_slideflow_label_dicts_are_stored_as_given(tmp_path):
+    # Slideflow stores whatever labels dict it is handed; Dataset.labels() gives ints, or [float] with use_float.
+    df = make_cohort(9)
+    ints = {s: "ABC".index(v) for s, v in zip(df["slide"], df["subtype"])}
+    entry = plan_split(df, labels=ints, k_fold=3).entry
+    assert {p: r["outcome_label"] for p, r in entry["patients"].items()} == dict(zip(df["patient"], ints.values()))
+    floats = {s: [float(v)] for s, v in zip(df["slide"], df["score"])}
+    entry = plan_split(df, labels=floats, model_type="regression", k_fold=3).entry
+    assert all(r["outcome_label"] == floats[r["slides"][0]] for r in entry["patients"].values())
+    assert entry["model_type"] == "linear"
+
+
 # --------------------------------------------------------------------------------------------- reuse rule
 
 
