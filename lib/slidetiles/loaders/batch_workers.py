@@ -386,24 +386,27 @@ class _Pool:
     def close(self) -> None:
         self._finalizer()
 
+    def _died(self, worker: int) -> LoaderError:
+        self.broken = True
+        process = self.processes[worker]
+        process.join(1)
+        return LoaderError(
+            f"loader worker {worker} (pid {process.pid}) died with exit code {process.exitcode}; "
+            "the next pass starts new workers"
+        )
+
     def _recv(self, worker: int):
         conn, process = self.conns[worker], self.processes[worker]
-        while not conn.poll(_POLL):
-            if not process.is_alive():
-                self.broken = True
-                raise LoaderError(
-                    f"loader worker {worker} (pid {process.pid}) died with exit code {process.exitcode}; "
-                    "the next pass starts new workers"
-                )
         try:
+            while not conn.poll(_POLL):
+                if not process.is_alive():
+                    raise self._died(worker)
             return conn.recv()
-        except EOFError:
-            self.broken = True
-            process.join(1)
-            raise LoaderError(
-                f"loader worker {worker} (pid {process.pid}) died with exit code {process.exitcode}; "
-                "the next pass starts new workers"
-            ) from None
+        except (EOFError, OSError):
+            raise self._died(worker) from None
+
+    def alive(self) -> bool:
+        return not self.broken and all(p.is_alive() for p in self.processes)
 
     def _receive(self, worker: int, message) -> tuple:
         _, _, k, n, sources, locations, array, _ = message
@@ -424,8 +427,11 @@ class _Pool:
         self.passes += 1
         pass_id = self.passes
         self.table[0] = pass_id
-        for conn in self.conns:
-            conn.send(("pass", pass_id, int(epoch)))
+        for worker, conn in enumerate(self.conns):
+            try:
+                conn.send(("pass", pass_id, int(epoch)))
+            except OSError:
+                raise self._died(worker) from None
         active = list(range(len(self.conns)))
         done: set[int] = set()
         position = 0
@@ -511,8 +517,10 @@ class BatchWorkers:
             if not self._busy:
                 self._busy = True
                 try:
-                    if self._pool is None or self._pool.broken:
+                    if self._pool is None or not self._pool.alive():
                         if self._pool is not None:
+                            if not self._pool.broken:
+                                log.warning("a loader worker died between passes; starting new workers")
                             self._pool.close()
                         self._pool = _Pool(self.spec, self.num_workers, self.ring_size, self.context)
                 except BaseException:
@@ -551,9 +559,11 @@ class BatchWorkers:
                     self._busy = False
 
     def pids(self) -> list[int]:
-        """Process ids of the persistent workers (none before the first pass; tests and diagnostics)."""
+        """Process ids of the live persistent workers (none before the first pass; tests and diagnostics)."""
         pool = self._pool
-        return [p.pid for p in pool.processes] if pool is not None and pool._finalizer.alive else []
+        if pool is None or not pool._finalizer.alive:
+            return []
+        return [p.pid for p in pool.processes if p.is_alive()]
 
     def in_use(self) -> int:
         """Batch buffers not free (held by the consumer, or in flight)."""
