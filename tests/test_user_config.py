@@ -86,11 +86,11 @@ def fresh_checkout(dest: Path) -> Path:
     return dest
 
 
-def readme_command(checkout: Path, *args: str, timeout=600, **popen) -> subprocess.CompletedProcess:
+def readme_command(checkout: Path, *args: str, timeout=600) -> subprocess.CompletedProcess:
     """`snakemake <args>` in the checkout, as typed from the README (the venv's snakemake first on PATH)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(["snakemake", *args], cwd=checkout, env=env, capture_output=True, text=True,
-                          timeout=timeout, **popen)
+                          timeout=timeout)
 
 
 def output(result) -> str:
@@ -127,7 +127,7 @@ def cohort(tmp_path_factory) -> Path:
         folder = data / source / "tiles" / slide
         folder.mkdir(parents=True)
         for i in range(TILES_PER_SLIDE):
-            (folder / f"{slide}-{256 * i + 128}-{384}.jpg").write_bytes(next(tiles))
+            (folder / f"{slide}-{256 * i + 128}-384.jpg").write_bytes(next(tiles))
         rows.append(f"{patient},{slide},{subtype},{center}")
     (data / "annotations.csv").write_text("\n".join(rows) + "\n")
     return data
