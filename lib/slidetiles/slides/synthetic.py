@@ -46,6 +46,8 @@ TEXTURE_MPP = 0.5
 #: Glass colour (RGB) and the standard deviation of its per-pixel noise, in 8-bit levels.
 GLASS_RGB = (243.0, 242.0, 239.0)
 GLASS_NOISE = 1.6
+#: Mean fraction of the ink's full absorption a pen stroke lays down (it varies by +-5 % with the glass noise).
+INK_DENSITY = 0.92
 # Transmittance of the inks a pathologist marks slides with: what fraction of each channel passes the ink.
 _INKS = {
     "green": (0.22, 0.55, 0.38),
@@ -244,7 +246,7 @@ class Scene:
                     sub = img[box]
                     # Ink is laid down unevenly: its density follows the glass noise pattern a little.
                     grain = noise[(inked[0] + by) % n, (inked[1] + bx) % n]
-                    amount = cover[inked].astype(np.float32) * np.float32(1 / 9) * (0.92 + 0.05 * grain)
+                    amount = cover[inked].astype(np.float32) * np.float32(1 / 9) * (INK_DENSITY + 0.05 * grain)
                     absorbed = 1.0 - np.asarray(self.pen.transmittance, np.float32)
                     sub[inked] = _pack(_unpack(sub[inked]) * (1.0 - amount[:, None] * absorbed))
         return img
@@ -614,7 +616,7 @@ def write_synthetic_slide(
     """Write a synthetic pyramidal whole-slide image and return its description and ground truth.
 
     Args:
-        path: the file to write (replaced atomically: readers never see half a slide).
+        path: the file to write (replaced atomically: readers never see half a slide; folders are created).
         width, height: level-0 size in pixels; any size, memory use does not grow with it.
         mpp: level-0 microns per pixel; magnification: the objective power recorded (Aperio ``AppMag``).
         levels: downsample of each pyramid level, starting at 1, increasing.
@@ -656,6 +658,7 @@ def write_synthetic_slide(
     scene = make_scene(width, height, mpp, islands=islands, pen=pen, blur=blur, seed=seed, blur_sigma_um=blur_sigma_um)
     dims = tuple((max(1, width // d), max(1, height // d)) for d in levels)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if bigtiff is None:
         bigtiff = width * height * 3 >= 4 << 30
 
@@ -670,6 +673,9 @@ def write_synthetic_slide(
         # tifffile gathers this many bytes of raw tiles before compressing them (default 256 MiB): the bound on
         # memory while writing, so keep it small.
         buffersize=16 << 20,
+        # Encoding in the writing thread: worker threads would overlap only the JPEG step (~15 % of the time)
+        # and make the peak memory depend on thread timing (malloc arenas).
+        maxworkers=1,
     )
 
     def res(d: int) -> dict:
@@ -726,6 +732,7 @@ def _write_thumbnail(tw, scene: Scene, width: int, height: int, tile: int, quali
         compression="jpeg",
         compressionargs={"level": int(quality)},
         rowsperstrip=16,
+        maxworkers=1,
         software="slidetiles",
         metadata=None,
         description=f"{_APERIO_HEADER}{width}x{height} -> {tw_}x{th_} - ",
