@@ -41,7 +41,7 @@ def make_cohort(root: Path, n_slides: int) -> Path:
 
 
 def dry_run(root: Path, config: Path, extra: list[str]) -> tuple[float, dict[str, int], int]:
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile",
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
                str(config), "-n", "--cores", "2", *extra]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=root, capture_output=True, text=True)

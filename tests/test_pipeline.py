@@ -22,7 +22,7 @@ TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
 
 def snakemake(workdir, *args, configfile=None, timeout=600):
     """Run the repository's workflow in ``workdir``; returns the CompletedProcess (output in .stdout)."""
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--cores", "2"]
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
     if configfile is not None:
         command += ["--configfile", str(configfile)]
     return subprocess.run(

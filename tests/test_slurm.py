@@ -292,9 +292,9 @@ def _comparable(results: Path) -> dict:
 
 def test_demo_pipeline_on_slurm_equals_local_run(tmp_path, cluster):
     config = REPO / ".test" / "config" / "config.yaml"
-    slurm = run_snakemake_on_slurm(tmp_path / "slurm", REPO / "workflow" / "Snakefile", config)
+    slurm = run_snakemake_on_slurm(tmp_path / "slurm", REPO / "Snakefile", config)
     print(f"demo pipeline through SLURM: {slurm.seconds:.1f} s")
-    run_snakemake_locally(tmp_path / "local", REPO / "workflow" / "Snakefile", config, ["--cores", "2"])
+    run_snakemake_locally(tmp_path / "local", REPO / "Snakefile", config, ["--cores", "2"])
     on_slurm = _comparable(tmp_path / "slurm" / "results")
     local = _comparable(tmp_path / "local" / "results")
     assert sum(name.endswith(".tfrecords") for name in on_slurm) == 10

@@ -7,7 +7,7 @@ from snakemake.utils import min_version, validate
 
 # The library lives in lib/: importable here and in every job (they inherit PYTHONPATH, locally and on SLURM)
 # whether or not it is pip-installed in the environment, e.g. a --use-conda rule environment.
-LIB = os.path.normpath(os.path.join(workflow.basedir, "..", "lib"))
+LIB = os.path.join(workflow.basedir, "lib")
 sys.path.insert(0, LIB)
 # Set, not required from the user, so there is nothing for an envvars: directive to assert.
 os.environ.update(
