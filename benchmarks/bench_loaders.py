@@ -7,7 +7,8 @@ starts persistent workers / builds pipelines), medians of interleaved runs:
   the same in two processes side by side (what two cores of this machine reach together: less than twice one
   core, as they share caches, memory bandwidth and a host);
 - ours: ``make_torch_loader`` (CRC-checked reads, shuffled interleaving, batches of 64 decoded in the workers),
-  with 0, 1 and 2 workers; and ``make_tf_dataset`` (tf.data parallel decode);
+  with 0, 1 and 2 workers; and ``make_tf_dataset`` in process (tf.data parallel decode) and with 1 and 2
+  worker processes (the same reads, simplejpeg decoding into shared memory, batches handed to tf.data);
 - (b) tf.data: ``TFRecordDataset`` + ``parse_single_example`` + ``decode_jpeg``, AUTOTUNE everywhere (the ratio
   column's reference), and the same with ``dct_method='INTEGER_ACCURATE'``, which gives our loaders' pixels;
 - (c) the ``tfrecord`` package's ``MultiTFRecordDataset`` + simplejpeg in a ``DataLoader`` with the same workers;
@@ -18,7 +19,9 @@ The corpus is ``common.corpus(20, 1000)`` (realistic 299-px JPEG tiles); by defa
 reads the full files.
 
 The ``tfrecord`` package and TensorFlow both register ``tensorflow.Example`` in protobuf's default pool and
-cannot share a process, so the TensorFlow measurements run in a child process.
+cannot share a process, so the TensorFlow measurements run in a child process: tf.data and our TensorFlow
+loaders there are interleaved epoch by epoch in one process, and a second table gives their ratios to tf.data
+from that run (also per round, paired).
 
 Usage: python benchmarks/bench_loaders.py [--files 20] [--tiles 250] [--runs 5] [--batch 64]
 """
@@ -187,12 +190,21 @@ def measure(images, loaders, runs) -> tuple[dict, dict]:
 
 PARALLEL = "decode-only, in memory, 2 processes at once"
 TF_DATA = "tf.data TFRecordDataset + decode_jpeg (AUTOTUNE)"
+TF_DATA_ACCURATE = "tf.data, same + dct_method=INTEGER_ACCURATE"
+TF_OURS_0 = "ours for TF, make_tf_dataset, in process (tf.data map)"
+TF_OURS_1 = "ours for TF, make_tf_dataset, 1 worker"
+TF_OURS_2 = "ours for TF, make_tf_dataset, 2 workers"
+#: Processes (or cores) each contender decodes on, for the 'vs ceiling' columns; tf.data uses both cores.
+CORES = {"ours 0 workers": 1, "ours 1 worker": 1, "ours 2 workers": 2, "tfrecord pkg 1 worker": 1,
+         "tfrecord pkg 2 workers": 2, PARALLEL: 2, TF_DATA: 2, TF_DATA_ACCURATE: 2, TF_OURS_0: 2, TF_OURS_1: 1,
+         TF_OURS_2: 2}
 
 
 # -- TensorFlow, in a child process -------------------------------------------------------------------------------
 
 
 def tf_child(paths, batch, runs) -> dict:
+    import psutil
     import tensorflow as tf
 
     from slidetiles.loaders import make_tf_dataset
@@ -221,25 +233,40 @@ def tf_child(paths, batch, runs) -> dict:
             .prefetch(tf.data.AUTOTUNE)
         )
 
+    sources = sources_for(paths)
     contenders = {
         # decode_jpeg's default IDCT is libjpeg's fast one (pixels differ from Pillow/simplejpeg by a few levels)
         TF_DATA: tuned(),
         # the accurate IDCT: the pixels our loaders give (and Pillow, simplejpeg)
-        "tf.data, same + dct_method=INTEGER_ACCURATE": tuned("INTEGER_ACCURATE"),
-        "slidetiles make_tf_dataset (tf.data map, AUTOTUNE)": make_tf_dataset(
-            sources_for(paths), batch_size=batch, infinite=False, seed=0
-        ),
+        TF_DATA_ACCURATE: tuned("INTEGER_ACCURATE"),
+        TF_OURS_0: make_tf_dataset(sources, batch_size=batch, infinite=False, seed=0),
+        TF_OURS_1: make_tf_dataset(sources, batch_size=batch, infinite=False, seed=0, num_workers=1),
+        TF_OURS_2: make_tf_dataset(sources, batch_size=batch, infinite=False, seed=0, num_workers=2),
     }
     counts = {name: sum(int(b[0].shape[0]) for b in dataset) for name, dataset in contenders.items()}  # warm-up
     assert len(set(counts.values())) == 1, counts
+    me = psutil.Process()
+
+    def cpu_seconds() -> float:
+        """CPU time of this process (tf.data's threads) and its children (our loader's worker processes)."""
+        total = sum(me.cpu_times()[:2])
+        for child in me.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     seconds: dict[str, list] = {}
-    for _ in range(runs):  # interleaved, as in the parent
+    cpu: dict[str, list] = {}
+    for _ in range(runs):  # interleaved, as in the parent: drifting load hits every contender alike
         for name, dataset in contenders.items():
-            started = time.perf_counter()
+            cpu0, started = cpu_seconds(), time.perf_counter()
             for _batch in dataset:
                 pass
             seconds.setdefault(name, []).append(time.perf_counter() - started)
-    return {"tiles": counts[TF_DATA], **{name: statistics.median(v) for name, v in seconds.items()}}
+            cpu.setdefault(name, []).append(cpu_seconds() - cpu0)
+    return {"tiles": counts[TF_DATA], "seconds": seconds, "cpu": cpu}
 
 
 # -- peak memory, in fresh processes --------------------------------------------------------------------------------
@@ -272,12 +299,45 @@ def peak_memory(short_paths, long_paths, batch) -> list[list]:
     return rows
 
 
+def run_tf_child(ns) -> dict:
+    """The TensorFlow measurements, in a child process (see the module docstring)."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--tf-child", "--files", str(ns.files), "--tiles", str(ns.tiles),
+         "--runs", str(ns.runs), "--batch", str(ns.batch)],
+        capture_output=True, text=True,
+    )
+    if child.returncode:
+        print(child.stderr[-3000:], file=sys.stderr)
+        raise SystemExit("TensorFlow child failed")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def print_tf_table(tf_runs: dict) -> None:
+    """Our TensorFlow loaders against tf.data measured in the same process, epoch after epoch: each round's ratio
+    pairs epochs run seconds apart, so it is steadier than a ratio of medians when other jobs share the cores."""
+    n_tiles = tf_runs["tiles"]
+    reference = tf_runs["seconds"][TF_DATA]
+    rows = []
+    for name, runs in tf_runs["seconds"].items():
+        paired = [r / s for r, s in zip(reference, runs)]
+        rows.append([
+            name, n_tiles / statistics.median(runs), 1e6 * statistics.median(tf_runs["cpu"][name]) / n_tiles,
+            statistics.median(reference) / statistics.median(runs), statistics.median(paired), min(paired),
+            max(paired),
+        ])
+    print("TensorFlow, one process, contenders interleaved epoch by epoch")
+    print(table(rows, ["what", "tiles/s", "CPU us/tile (incl. workers)", "vs tf.data (medians)",
+                       "vs tf.data (median of paired runs)", "min", "max"]))
+    print("  CPU us/tile: CPU time of the TF process (all its threads) and its worker processes, per tile.\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--tiles", type=int, default=250, help="records read per file (a prefix of the corpus)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--tf-only", action="store_true", help="only the TensorFlow table (tf.data and ours)")
     parser.add_argument("--tf-child", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args()
 
@@ -285,6 +345,13 @@ def main():
     paths = prefix_corpus(full, ns.tiles) if ns.tiles < 1000 else full
     if ns.tf_child:
         print(json.dumps(tf_child(paths, ns.batch, ns.runs)))
+        return
+    if ns.tf_only:
+        print(f"corpus: {ns.files} files x {ns.tiles} records; {os.cpu_count()} CPUs; batches of {ns.batch}; "
+              f"medians of {ns.runs} interleaved epochs\n")
+        tf_runs = run_tf_child(ns)
+        print_tf_table(tf_runs)
+        print(f"saved {save_results('bench_loaders_tf', {'tensorflow_runs': tf_runs, 'cpus': os.cpu_count()})}")
         return
 
     import tempfile
@@ -312,28 +379,18 @@ def main():
         del loaders
 
     started = time.perf_counter()
-    child = subprocess.run(
-        [sys.executable, __file__, "--tf-child", "--files", str(ns.files), "--tiles", str(ns.tiles),
-         "--runs", str(ns.runs), "--batch", str(ns.batch)],
-        capture_output=True, text=True,
-    )
-    if child.returncode:
-        print(child.stderr[-3000:], file=sys.stderr)
-        raise SystemExit("TensorFlow child failed")
-    tf_times = json.loads(child.stdout.strip().splitlines()[-1])
-    assert tf_times.pop("tiles") == n_tiles
-    times.update(tf_times)
+    tf_runs = run_tf_child(ns)
+    assert tf_runs["tiles"] == n_tiles
+    times.update({name: statistics.median(v) for name, v in tf_runs["seconds"].items()})
 
     ceiling = n_tiles / times["decode-only, in memory, 1 core"]
     parallel_ceiling = n_tiles / times[PARALLEL]
     ceiling_cpu = cpu["decode-only, in memory, 1 core"]
     tf_rate = n_tiles / times[TF_DATA]
-    workers_of = {"ours 0 workers": 1, "ours 1 worker": 1, "ours 2 workers": 2, "tfrecord pkg 1 worker": 1,
-                  "tfrecord pkg 2 workers": 2, PARALLEL: 2}
     rows = []
     for name, seconds in times.items():
         rate = n_tiles / seconds
-        cores = workers_of.get(name, 2 if "tf.data" in name or "make_tf_dataset" in name else 1)
+        cores = CORES.get(name, 1)
         efficiency = ceiling_cpu / cpu[name] if name in cpu else float("nan")
         same_cores = rate / (ceiling if cores == 1 else parallel_ceiling)
         rows.append([name, rate, rate / (ceiling * cores), same_cores, efficiency, rate / tf_rate])
@@ -344,7 +401,10 @@ def main():
           "  'vs decode-only on its cores': throughput / decode-only on as many cores at once (1: the one-core\n"
           "  rate; 2: two decode-only processes side by side, what this machine's two cores reach together);\n"
           "  'CPU efficiency': decode-only CPU time / CPU time of the decoding processes (this process with 0\n"
-          "  workers, the workers otherwise) for the same tiles: per-worker efficiency, not inflated by other load.\n")
+          "  workers, the workers otherwise) for the same tiles: per-worker efficiency, not inflated by other load.\n"
+          "  The torch rows and the tf.data row come from different processes run one after the other.\n")
+
+    print_tf_table(tf_runs)
 
     short = prefix_corpus(full, 100)
     long = prefix_corpus(full, 500)
@@ -356,6 +416,7 @@ def main():
         "corpus": {"files": ns.files, "records_per_file": ns.tiles, "tiles": n_tiles, "bytes": size},
         "seconds": times,
         "decoding_cpu_seconds": cpu,
+        "tensorflow_runs": tf_runs,
         "tiles_per_second": {name: n_tiles / t for name, t in times.items()},
         "memory_mib": memory,
         "cpus": os.cpu_count(),

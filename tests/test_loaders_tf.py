@@ -311,8 +311,8 @@ def test_workers_corrupt_record_fails_after_the_batches_before_it(tmp_path, sour
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         for _ in ds:
             pass
-    message = str(info.value)
-    assert f"{bad.path}, record 4 at byte offset {offset}" in message and "CRC" in message
+    message = str(info.value)  # the worker's CorruptRecordError, through tf.data
+    assert f"CorruptRecordError: {bad.path}, record 4 at byte offset {offset}" in message and "CRC" in message
     assert ids_of(make_tf_dataset(sources, batch_size=4, infinite=False, seed=0, num_workers=2,
                                   incl_slidenames=True, incl_loc=True))  # the workers' error did not stick
 

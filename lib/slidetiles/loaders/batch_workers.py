@@ -360,18 +360,22 @@ class _Pool:
             self.table = self.layout.table(self.memory)
             self.slots = self.layout.slots(self.memory, spec)
             self.processes, self.conns = [], []
-            for worker in range(n_workers):
-                ours, theirs = context.Pipe(duplex=True)
-                process = context.Process(
-                    target=_worker_main,
-                    args=(spec, worker, self.layout, theirs, _Fd(fd), os.getpid()),
-                    name=f"slidetiles-batches-{worker}",
-                    daemon=True,
-                )
-                process.start()
-                theirs.close()
-                self.processes.append(process)
-                self.conns.append(ours)
+            try:
+                for worker in range(n_workers):
+                    ours, theirs = context.Pipe(duplex=True)
+                    self.conns.append(ours)
+                    process = context.Process(
+                        target=_worker_main,
+                        args=(spec, worker, self.layout, theirs, _Fd(fd), os.getpid()),
+                        name=f"slidetiles-batches-{worker}",
+                        daemon=True,
+                    )
+                    process.start()
+                    theirs.close()
+                    self.processes.append(process)
+            except BaseException:
+                _shutdown(self.processes, self.conns)  # the ones already started
+                raise
         finally:
             os.close(fd)  # the mapping and the workers' copies keep the memory
         self.passes = 0

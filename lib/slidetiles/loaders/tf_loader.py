@@ -1,6 +1,13 @@
-"""TensorFlow training loader: a ``tf.data.Dataset`` over :class:`TileSource` s, parallelised by tf.data.
+"""TensorFlow training loader: a ``tf.data.Dataset`` over :class:`TileSource` s, in two ways.
 
-The pipeline::
+With ``num_workers=n > 0`` (the fast one; what ``make_torch_loader`` does for torch)::
+
+    n worker processes (slidetiles.loaders.batch_workers): each reads its shard (CRC-checked), decodes with
+        simplejpeg straight into a recycled shared-memory batch buffer, augments in numpy
+    from_generator(batches, round-robin over the workers)     the buffer becomes the tensor: no copy
+    [.map(standardize)] [.unbatch()] .prefetch(2)
+
+With ``num_workers=0`` (default; everything in this process)::
 
     from_generator(our shard reader)  blocks of 64 raw records: CRC-checked encoded bytes, label, slide, location,
                                       and the augmentation parameters drawn for each tile (Python, one thread)
@@ -8,33 +15,40 @@ The pipeline::
     .map(decode + augment + standardize, num_parallel_calls=AUTOTUNE, deterministic)   TF ops, no GIL
     .batch(batch_size).prefetch(AUTOTUNE)
 
-Decoding uses ``tf.io.decode_jpeg(dct_method='INTEGER_ACCURATE')``: the same libjpeg-turbo accurate IDCT as
-simplejpeg (identical pixels to the torch loader), and unlike a ``tf.numpy_function`` around simplejpeg it runs
-without the Python GIL, so tf.data's threads decode in parallel (simplejpeg holds the GIL while decoding: two
-threads decode no faster than one). Reading stays in Python because that is where the CRCs, shards, weighted
-interleaving and seeded order live. Measured on 2 cores (``benchmarks/bench_loaders.py``, three runs): the
-whole pipeline runs at 0.85-0.90x a tuned ``TFRecordDataset`` + ``decode_jpeg`` pipeline while checking CRCs and
-decoding with the accurate IDCT (TF's default is the fast IDCT, whose pixels differ by up to 5 levels; the same
-tuned pipeline with the accurate one ran at 0.96-1.05x of it, so the gap is the Python reader sharing the cores).
+Why two: decoding is ~90% of the work. ``tf.io.decode_jpeg`` runs in tf.data's threads without the GIL but is
+~1.37x slower than simplejpeg per tile (``benchmarks/bench_decode.py``), and tf.data adds per-element overhead;
+simplejpeg holds the GIL, so it can only run in parallel in separate processes. Measured on 2 cores
+(``benchmarks/bench_loaders.py``, tf.data in the same process, epochs interleaved; the machine was shared with
+other jobs, see the README for the figures): the worker path needs ~0.65x tf.data's CPU time per tile (CRCs
+checked, accurate IDCT) and runs faster than a tuned ``TFRecordDataset`` + ``decode_jpeg`` pipeline; the
+in-process path runs at 0.8-0.9x of it (its Python reader shares the cores with tf.data's decoding).
 
-Shards and seeds follow :mod:`slidetiles.loaders.sharding`, with one shard per rank (tf.data parallelises
-inside the process; there are no worker processes): rank ``r`` of ``world_size`` reads shard ``r``. With the
-same seed, epoch and ``world_size``, this loader yields the same tiles in the same order as the torch loader with
-``num_workers=0``, with the same augmentation choices.
+Pixels: both decode with libjpeg-turbo's accurate integer IDCT (``dct_method='INTEGER_ACCURATE'`` in-process,
+simplejpeg in the workers), so tiles are identical either way (TF's default, the fast IDCT, differs by up to 5
+levels). Augmentations are numpy in the workers and TF ops in-process, on the same per-tile rows: flips,
+rotations and JPEG agree exactly, colour jitter and blur to within one grey level.
+
+Shards and seeds follow :mod:`slidetiles.loaders.sharding`. In process there is one shard per rank (rank ``r`` of
+``world_size`` reads shard ``r``), and with the same seed, epoch and ``world_size`` the loader yields the same
+tiles in the same order as the torch loader with ``num_workers=0``, with the same augmentation choices. With
+``num_workers=n``, worker ``w`` reads shard ``r * n + w`` of ``world_size * n`` and batches come round-robin from
+the workers: the same batches as ``make_torch_loader(..., num_workers=n)``. Either way a finite epoch reads every
+tile exactly once across ranks (and workers).
 
 Epochs: each pass over the returned dataset (a new iterator, or the next round of ``.repeat()`` / ``fit(epochs=)``)
 uses the next epoch, starting at ``epoch``: the order is reshuffled every pass, deterministically.
 
-Errors: a damaged record stops iteration with a ``tf.errors.InvalidArgumentError`` whose message names the
-file, record and byte offset (raised by our reader). With ``on_error='skip'`` damaged records, and images that
-fail the cheap check (not a JPEG/PNG, truncated), are skipped and counted in ``dataset.slidetiles_stats``;
-an image that passes that check but still fails to decode is dropped by tf.data's ``ignore_errors`` (logged by
-TensorFlow, not counted).
+Errors: a damaged record stops iteration with a ``tf.errors.InvalidArgumentError`` whose message starts with our
+error's class (``CorruptRecordError: ...``) and names the file, record and byte offset. With ``on_error='skip'``
+damaged records and undecodable images are skipped and counted in ``dataset.slidetiles_stats`` (in process, an
+image that passes the cheap check (JPEG/PNG header and end marker) but still fails to decode is dropped by
+tf.data's ``ignore_errors``: logged by TensorFlow, not counted; the workers count it).
 
 Example:
     >>> ds = make_tf_dataset(sources, batch_size=64, labels=True, infinite=False, seed=0)  # doctest: +SKIP
     >>> for images, labels in ds:  # doctest: +SKIP
     ...     ...  # images: (64, 299, 299, 3) uint8
+    >>> fast = make_tf_dataset(sources, batch_size=64, labels=True, num_workers=2, seed=0)  # doctest: +SKIP
 """
 
 from __future__ import annotations
