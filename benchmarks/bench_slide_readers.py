@@ -41,12 +41,14 @@ def ensure_slide(width: int, height: int, seed: int) -> tuple[str, dict]:
         return str(path), json.loads(info.read_text())
     OUT.mkdir(parents=True, exist_ok=True)
     code = (
-        "import json, resource, sys, time\n"
+        "import json, sys, time\n"
         "from slidetiles.slides import write_synthetic_slide\n"
         "t = time.perf_counter()\n"
         f"s = write_synthetic_slide(sys.argv[1], {width}, {height}, kind='aperio', seed={seed})\n"
+        # VmHWM: this process's own peak (ru_maxrss would include the parent's resident size at fork).
+        "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
         "print(json.dumps({'write_s': time.perf_counter() - t,\n"
-        "                  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,\n"
+        "                  'peak_rss_mb': hwm / 1024,\n"
         "                  'tissue_fraction': float(s.tissue_mask(16).mean())}))\n"
     )
     env = {

@@ -25,8 +25,8 @@ Example:
     >>> slide = write_synthetic_slide("demo.svs", 24000, 18000)  # doctest: +SKIP
     >>> slide.level_dimensions  # doctest: +SKIP
     ((24000, 18000), (6000, 4500), (1500, 1125))
-    >>> slide.tissue_mask(16).mean()  # doctest: +SKIP
-    0.31
+    >>> round(float(slide.tissue_mask(16).mean()), 2)  # doctest: +SKIP
+    0.24
 """
 
 from __future__ import annotations
@@ -557,8 +557,8 @@ class SyntheticSlide:
         still tissue. Any downsample works, not only the slide's levels.
 
         Example:
-            >>> slide.tissue_mask(16).mean()  # doctest: +SKIP
-            0.31
+            >>> slide.tissue_mask(16).shape  # a 24,000 x 18,000 slide  # doctest: +SKIP
+            (1125, 1500)
         """
         return self._mask("tissue", downsample)
 
