@@ -244,14 +244,20 @@ def test_masks_geometry(slides):
     assert not tissue[0].any() and not tissue[-1].any() and not tissue[:, 0].any() and not tissue[:, -1].any()
 
 
-def test_regions_agree_with_the_whole(slides):
-    # Tiles are drawn in blocks: any region must equal the same pixels drawn as part of a larger one.
+@pytest.mark.parametrize("d", [1.0, 4.0, 2.6])
+def test_regions_agree_with_the_whole(slides, d):
+    # Tiles are drawn in blocks: any region must equal the same pixels drawn as part of a larger one, at a
+    # level's downsample or any other (the Aperio thumbnail's is fractional).
     scene = slides["aperio"].scene
-    whole = scene.render(4.0, 0, 0, 512, 384)
+    # Level-0 px 1200-1712 x 200-584 hold island 1 with the blurred patch; at coarser levels the whole slide.
+    ox, oy = (1200, 200) if d == 1.0 else (0, 0)
+    whole = scene.render(d, ox, oy, 512, 384)
+    whole_masks = scene.masks(d, ox, oy, 512, 384)
+    assert whole_masks["tissue"].any()
     for x, y, w, h in [(0, 0, 17, 9), (100, 37, 200, 150), (255, 255, 2, 2), (300, 200, 212, 184)]:
-        assert np.array_equal(scene.render(4.0, x, y, w, h), whole[y : y + h, x : x + w])
-        masks = scene.masks(4.0, x, y, w, h)
-        for name, full in scene.masks(4.0, 0, 0, 512, 384).items():
+        assert np.array_equal(scene.render(d, ox + x, oy + y, w, h), whole[y : y + h, x : x + w])
+        masks = scene.masks(d, ox + x, oy + y, w, h)
+        for name, full in whole_masks.items():
             assert np.array_equal(masks[name], full[y : y + h, x : x + w]), name
 
 

@@ -78,6 +78,9 @@ class Island:
     texture_offset: tuple[float, float]
     #: One of the 8 flips/rotations of the texture (bit 0: flip x, bit 1: flip y, bit 2: transpose).
     texture_turn: int
+    #: Smooth warp of the texture, in source pixels: x shifts by ``amp * sin(2 pi y / wavelength + phase)`` with
+    #: the first three values, y by the same in x with the last three.
+    texture_warp: tuple[float, float, float, float, float, float] = (0.0, 1.0, 0.0, 0.0, 1.0, 0.0)
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -279,22 +282,36 @@ class Scene:
         tex = _packed_texture(period, round(sigma, 3), isl.gain)
         # Level-0 px -> source px -> texture px of this level; mod the period makes the mirrored tile seamless.
         scale = self.mpp / TEXTURE_MPP
-        a = xs * scale + isl.texture_offset[0]
-        b = ys * scale + isl.texture_offset[1]
+        to_px = period / _SOURCE_PERIOD
+        a = xs * scale  # source pixels
+        b = ys * scale
+        # The mirrored period alone repeats like a kaleidoscope across a big island; a smooth shear wave in each
+        # direction bends its mirror lines and breaks the repetition, in source pixels so every level agrees.
+        ax, lx, px, ay, ly, py = isl.texture_warp
+        shift_a = ax * np.sin(2 * np.pi * b / lx + px)  # per row
+        shift_b = ay * np.sin(2 * np.pi * a / ly + py)  # per column
+        a = a + isl.texture_offset[0]
+        b = b + isl.texture_offset[1]
         turn = isl.texture_turn
         if turn & 1:
-            a = -a
+            a, shift_a = -a, -shift_a
         if turn & 2:
-            b = -b
-        to_px = period / _SOURCE_PERIOD
-        ia = np.floor(np.mod(a, _SOURCE_PERIOD) * to_px).astype(np.intp) % period
-        ib = np.floor(np.mod(b, _SOURCE_PERIOD) * to_px).astype(np.intp) % period
-        # Rows first (whole rows, a cheap copy), then columns: far faster than one 2-D fancy index.
+            b, shift_b = -b, -shift_b
+        # Everything that varies along one axis only is done on 1-D arrays; the 2-D sums are kept positive
+        # (+ period) so truncation is floor, and small enough for float32.
+        ra = (np.mod(a, _SOURCE_PERIOD) * to_px).astype(np.float32)
+        rb = (np.mod(b, _SOURCE_PERIOD) * to_px).astype(np.float32)
+        sa = (shift_a * to_px + period).astype(np.float32)
+        sb = (shift_b * to_px + period).astype(np.float32)
+        ia = (ra[None, :] + sa[:, None]).astype(np.int32)
+        ib = (rb[:, None] + sb[None, :]).astype(np.int32)
+        ia %= period
+        ib %= period
         if turn & 4:
-            out = np.ascontiguousarray(np.take(np.take(tex, ia, axis=0), ib, axis=1).T)
-        else:
-            out = np.take(np.take(tex, ib, axis=0), ia, axis=1)
-        return out
+            ia, ib = ib, ia
+        ib *= period
+        ib += ia
+        return tex.ravel().take(ib)
 
 
 def _rgb(packed: np.ndarray) -> np.ndarray:
@@ -474,6 +491,15 @@ def make_scene(
                 gain=tuple(float(g) for g in (0.9 * rng.normal(1.0, 0.03, 3)).clip(0.8, 1.0)),
                 texture_offset=(float(rng.uniform(0, _SOURCE_PERIOD)), float(rng.uniform(0, _SOURCE_PERIOD))),
                 texture_turn=int(rng.integers(8)),
+                # Shear at most ~0.37 (amplitude x 2 pi / wavelength): bent, not smeared, cells.
+                texture_warp=(
+                    float(rng.uniform(80, 140)),
+                    float(rng.uniform(2400, 3600)),
+                    float(rng.uniform(0, 2 * np.pi)),
+                    float(rng.uniform(80, 140)),
+                    float(rng.uniform(2400, 3600)),
+                    float(rng.uniform(0, 2 * np.pi)),
+                ),
             )
         )
 
