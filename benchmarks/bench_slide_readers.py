@@ -12,6 +12,12 @@ places on the slide, from the best level for ``--tile-px`` output (the coarsest 
 places in a run and each run draws new places, so no reader reads tiles another has just warmed the OS cache for
 more than the others do; readers are opened once and run round-robin, one thread each (OpenSlide and libvips keep
 their default tile caches, as a tile extractor would). Pixels are checked to agree between readers first.
+
+Measured here (2 cores shared with other jobs, so only ratios within one run mean much; three runs): libvips
+(pyvips-binary 8.18, its TIFF loader through a Region) 1.9-2.7x OpenSlide 4.0.1 (123-153 regions/s), tiffslide
+3.0.1 0.64-0.84x. 1,000 regions of 302 px at random cover level 1 (6000 x 4500) about 3.4 times over, so the
+readers' tile caches matter: these are figures for default caches, not for cold reads. Writing the slide: 17-26 s,
+56 MB, ~200 MB peak RSS for 1,236 MB of raw pixels.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Synthetic whole-slide images: pyramidal tiled TIFFs with real tissue texture and a ground truth.
 
-:func:`write_synthetic_slide` writes a slide as an Aperio SVS (what OpenSlide, tiffslide and libvips read as an
-Aperio slide, with its MPP and magnification in the description), an OME-TIFF (SubIFD pyramid, OME-XML with
+:func:`write_synthetic_slide` writes a slide as an Aperio SVS (OpenSlide and tiffslide identify it as Aperio and
+report its MPP and magnification from the description; libvips reads its pages), an OME-TIFF (SubIFD pyramid, OME-XML with
 ``PhysicalSizeX``) or a plain tiled pyramidal TIFF (resolution tags only). The picture is a scene, not an image:
 
 - glass: near-white with fine sensor noise;
@@ -580,7 +580,8 @@ class SyntheticSlide:
         """Ground truth: True where a pixel of the level at ``downsample`` lies in a tissue island.
 
         Shape (height // downsample, width // downsample), evaluated at pixel centres; pen ink over tissue is
-        still tissue. Any downsample works, not only the slide's levels.
+        still tissue. Any downsample works, not only the slide's levels (it is computed in strips, but the result
+        is one byte per pixel: downsample 1 of a 24,000 x 18,000 slide is 432 MB).
 
         Example:
             >>> slide.tissue_mask(16).shape  # a 24,000 x 18,000 slide  # doctest: +SKIP
