@@ -165,3 +165,31 @@ class StaleManifestError(SlidetilesError, ValueError):
 
     def __reduce__(self):
         return (self.__class__, (self.path, self.changed, self.missing, str(self)))
+
+
+class SlideError(SlidetilesError, ValueError):
+    """A whole-slide image that cannot be tiled as asked. The message starts with the slide's path.
+
+    Attributes:
+        path: the slide file.
+    """
+
+    def __init__(self, path: str | os.PathLike, message: str):
+        self.path = os.fspath(path)
+        self.detail = message
+        super().__init__(f"{self.path}: {message}")
+
+    def __reduce__(self):
+        return (self.__class__, (self.path, self.detail))
+
+
+class SlideFormatError(SlideError):
+    """The slide file is corrupt, truncated or in a format no installed reader opens."""
+
+
+class MissingMPPError(SlideError):
+    """The slide records no microns per pixel; pass ``mpp=`` to set it."""
+
+
+class SlideTooSmallError(SlideError):
+    """The slide (or its region) is smaller than one tile."""
