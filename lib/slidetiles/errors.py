@@ -193,3 +193,7 @@ class MissingMPPError(SlideError):
 
 class SlideTooSmallError(SlideError):
     """The slide (or its region) is smaller than one tile."""
+
+
+class QCError(SlidetilesError, ValueError):
+    """Quality-control or background-filter input that cannot be used (bad thumbnail, method, mask or fraction)."""
