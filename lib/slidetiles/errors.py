@@ -197,3 +197,28 @@ class SlideTooSmallError(SlideError):
 
 class QCError(SlidetilesError, ValueError):
     """Quality-control or background-filter input that cannot be used (bad thumbnail, method, mask or fraction)."""
+
+
+class ROIError(SlidetilesError, ValueError):
+    """A region-of-interest CSV, or ROI filtering arguments, that cannot be used as given.
+
+    Attributes:
+        path: the ROI file, or None when the problem is an argument.
+        line: 1-based line of that file where the problem was found, or None.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, line: int | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.line = line
+        self.detail = message
+        where = self.path or ""
+        if line is not None:
+            where += f", line {line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+    def __reduce__(self):
+        return (self.__class__, (self.detail, self.path, self.line))
+
+
+class MissingROIError(ROIError):
+    """ROI filtering 'inside' or 'outside' was asked for a slide that has no ROI (Slideflow raises the same)."""
