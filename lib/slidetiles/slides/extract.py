@@ -1,0 +1,229 @@
+"""Cut a slide's tiles and write them as a Slideflow TFRecord with its index (and optionally loose image files).
+
+Each tile is read from the pyramid level :mod:`slidetiles.slides.grid` chose (the coarsest one at least as fine
+as the tile needs), resized to ``tile_px`` by libvips with its Lanczos-3 kernel (antialiased when shrinking),
+judged for background on the coarser patch Slideflow judges it on
+(:func:`slidetiles.slides.background.filter_downsample`), and encoded by OpenCV as Slideflow encodes it (JPEG
+quality 95 by default, PNG). Records are Slideflow's (``image_raw``, ``slide``, ``loc_x``, ``loc_y`` = tile centre
+in level-0 pixels), written in grid order (rows of y, then x) so the same slide and parameters give the same
+bytes.
+
+The TFRecord is written to a hidden temporary file renamed into place when complete
+(:class:`slidetiles.io.writer.TFRecordWriter`); when no tile is left, nothing appears at the final path and an
+:class:`EmptySlideWarning` names the slide.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from slidetiles.io.tfrecord2idx import save_index
+from slidetiles.io.writer import TFRecordWriter, atomic_write
+from slidetiles.slides import background
+
+log = logging.getLogger(__name__)
+
+#: Slideflow's JPEG quality (OpenCV's default, which Slideflow's ``numpy2jpg`` relies on).
+DEFAULT_QUALITY = 95
+IMG_FORMATS = ("jpg", "jpeg", "png")
+
+
+class EmptySlideWarning(UserWarning):
+    """No tile of a slide was left after filtering: no TFRecord was written for it."""
+
+
+@dataclass
+class ExtractionReport:
+    """What :func:`extract_tiles` did for one slide.
+
+    Attributes:
+        slide: slide name; path: the slide file.
+        tfrecord: the TFRecord written (None when none was, e.g. no tile left or ``tfrecord_dir=None``).
+        num_tiles: tiles kept; locations: their ``(loc_x, loc_y)`` centres, ``(N, 2)`` int64.
+        ws_fraction, gs_fraction: whitespace/grayspace fraction of each kept tile (None when not computed).
+        removed: tiles removed, by reason (``roi``, ``qc``, ``whitespace``, ``grayspace``, ``max_tiles``).
+    """
+
+    slide: str
+    path: str
+    tile_px: int
+    tile_um: int | str
+    tfrecord: str | None
+    num_tiles: int
+    locations: np.ndarray
+    ws_fraction: np.ndarray | None = None
+    gs_fraction: np.ndarray | None = None
+    removed: dict = field(default_factory=dict)
+
+
+def encode_tile(rgb: np.ndarray, img_format: str = "jpg", quality: int = DEFAULT_QUALITY) -> bytes:
+    """JPEG (``quality``) or PNG bytes of an RGB tile, encoded by OpenCV as Slideflow encodes its tiles.
+
+    Example:
+        >>> encode_tile(np.zeros((8, 8, 3), np.uint8))[:2]
+        b'\\xff\\xd8'
+    """
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    if img_format in ("jpg", "jpeg"):
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    elif img_format == "png":
+        ok, buf = cv2.imencode(".png", bgr)
+    else:
+        raise ValueError(f"img_format={img_format!r}: use 'jpg' or 'png'")
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} tile as {img_format}")
+    return buf.tobytes()
+
+
+def read_tile(wsi, x: int, y: int) -> np.ndarray:
+    """RGB ``(tile_px, tile_px, 3)`` pixels of the tile whose top-left level-0 corner is ``(x, y)``.
+
+    The region is read at the tile's pyramid level (``extract_px`` level pixels from ``round(x / downsample)``)
+    and resized to ``tile_px`` with libvips' Lanczos-3 kernel.
+
+    Example:
+        >>> read_tile(wsi, 0, 0).shape  # doctest: +SKIP
+        (299, 299, 3)
+    """
+    size = wsi.size
+    ds = size.level_downsample
+    n = size.extract_px
+    image = wsi.reader.read_vips(size.level, int(round(x / ds)), int(round(y / ds)), n, n)
+    if n != size.tile_px:
+        image = image.resize(size.tile_px / n, kernel="lanczos3")
+        if image.width != size.tile_px or image.height != size.tile_px:
+            # libvips rounds the output size; one pixel more or less is cropped or repeated from the edge.
+            image = image.gravity("north-west", size.tile_px, size.tile_px, extend="copy")
+    data = image.write_to_memory()
+    return np.frombuffer(data, np.uint8).reshape(size.tile_px, size.tile_px, 3)
+
+
+def _background(wsi, corners: np.ndarray, ws_threshold: float, gs_threshold: float):
+    """Whitespace and grayspace fraction of each tile, judged where Slideflow judges them."""
+    reader, size = wsi.reader, wsi.size
+    level, ratio = background.filter_downsample(reader.level_downsamples, size.extract_px, size.level)
+    n = max(1, size.extract_px // ratio)
+    ds = reader.level_downsamples[level]
+    white = np.empty(len(corners))
+    gray = np.empty(len(corners))
+    for i, (x, y) in enumerate(corners):
+        patch = reader.read(level, int(round(x / ds)), int(round(y / ds)), n, n)
+        w, g = background.background_fractions(patch[None], ws_threshold, gs_threshold)
+        white[i], gray[i] = w[0], g[0]
+    return white, gray
+
+
+def extract_tiles(
+    wsi,
+    tfrecord_dir: str | os.PathLike | None = None,
+    tiles_dir: str | os.PathLike | None = None,
+    img_format: str = "jpg",
+    report: bool = True,
+    *,
+    quality: int = DEFAULT_QUALITY,
+    whitespace_fraction: float | None = None,
+    whitespace_threshold: float | None = None,
+    grayspace_fraction: float | None = None,
+    grayspace_threshold: float | None = None,
+    max_tiles: int | None = None,
+    dry_run: bool = False,
+    **ignored,
+) -> ExtractionReport | None:
+    """Extract ``wsi``'s tiles to ``tfrecord_dir/<slide>.tfrecords`` (+ ``.index.npz``) and/or loose images.
+
+    Loose images go to ``tiles_dir/<slide>/<slide>-<loc_x>-<loc_y>.<img_format>``. Background defaults are
+    Slideflow's (whitespace off: fraction 1.0, threshold 230; grayspace fraction 0.6, threshold 0.05).
+    ``max_tiles`` keeps the first tiles in grid order.
+
+    Example:
+        >>> wsi = slidetiles.WSI("slides/s1.svs", 299, 302)  # doctest: +SKIP
+        >>> extract_tiles(wsi, "tfrecords/299px_302um").num_tiles  # doctest: +SKIP
+        412
+    """
+    if img_format not in IMG_FORMATS:
+        raise ValueError(f"img_format={img_format!r}: use 'jpg' or 'png'")
+    if ignored:
+        log.debug("%s: extraction options not used by slidetiles: %s", wsi.name, sorted(ignored))
+    ws_f = background.DEFAULT_WHITESPACE_FRACTION if whitespace_fraction is None else whitespace_fraction
+    ws_t = background.DEFAULT_WHITESPACE_THRESHOLD if whitespace_threshold is None else whitespace_threshold
+    gs_f = background.DEFAULT_GRAYSPACE_FRACTION if grayspace_fraction is None else grayspace_fraction
+    gs_t = background.DEFAULT_GRAYSPACE_THRESHOLD if grayspace_threshold is None else grayspace_threshold
+
+    corners = wsi.kept_corners()
+    removed = dict(wsi.removed_counts())
+    white = gray = None
+    if ws_f < 1 or gs_f < 1:
+        white, gray = _background(wsi, corners, ws_t, gs_t)
+        reasons = background.background_reasons(white, gray, ws_f, gs_f)
+        for reason in (background.WHITESPACE, background.GRAYSPACE):
+            removed[reason] = int(np.sum(reasons == reason))
+        keep = reasons == ""
+        corners, white, gray = corners[keep], white[keep], gray[keep]
+    if max_tiles is not None and len(corners) > max_tiles:
+        removed["max_tiles"] = len(corners) - int(max_tiles)
+        corners = corners[: int(max_tiles)]
+        white = None if white is None else white[: int(max_tiles)]
+        gray = None if gray is None else gray[: int(max_tiles)]
+    centres = wsi.centres(corners)
+
+    tfrecord = None
+    if not dry_run and len(corners) and (tfrecord_dir is not None or tiles_dir is not None):
+        tfrecord = _write(wsi, corners, centres, tfrecord_dir, tiles_dir, img_format, quality)
+    if not len(corners):
+        message = (
+            f"{wsi.path}: no tile left after filtering (removed: {removed or 'none'}); no TFRecord written for "
+            f"slide {wsi.name}. Loosen the ROI/QC/background options if the slide has tissue."
+        )
+        log.warning(message)
+        warnings.warn(message, EmptySlideWarning, stacklevel=3)
+    if not report:
+        return None
+    return ExtractionReport(
+        slide=wsi.name,
+        path=wsi.path,
+        tile_px=wsi.tile_px,
+        tile_um=wsi.tile_um,
+        tfrecord=tfrecord,
+        num_tiles=len(corners),
+        locations=centres,
+        ws_fraction=white if ws_f < 1 else None,
+        gs_fraction=gray if gs_f < 1 else None,
+        removed=removed,
+    )
+
+
+def _write(wsi, corners, centres, tfrecord_dir, tiles_dir, img_format, quality) -> str | None:
+    writer = None
+    target = None
+    tile_folder = None
+    if tfrecord_dir is not None:
+        os.makedirs(tfrecord_dir, exist_ok=True)
+        target = os.path.join(os.fspath(tfrecord_dir), f"{wsi.name}.tfrecords")
+        writer = TFRecordWriter(target)
+    if tiles_dir is not None:
+        tile_folder = os.path.join(os.fspath(tiles_dir), wsi.name)
+        os.makedirs(tile_folder, exist_ok=True)
+    try:
+        for (x, y), (cx, cy) in zip(corners.tolist(), centres.tolist()):
+            data = encode_tile(read_tile(wsi, x, y), img_format, quality)
+            if writer is not None:
+                writer.write_tile(data, wsi.name, cx, cy)
+            if tile_folder is not None:
+                with atomic_write(os.path.join(tile_folder, f"{wsi.name}-{cx}-{cy}.{img_format}")) as f:
+                    f.write(data)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is None:
+        return None
+    writer.close()
+    arr_0, locations = writer.index_arrays()
+    save_index(target, arr_0, locations)
+    return target
