@@ -18,8 +18,9 @@ _LAZY = {
     "TFRecord": "slidetiles.tfrecord",
     "tfrecord_loader": "slidetiles.tfrecord",
     "multi_tfrecord_loader": "slidetiles.tfrecord",
+    "WSI": "slidetiles.slides.wsi",
 }
-_MODULES = ("errors", "io", "tfrecord", "dataset", "splits", "loaders", "pipeline", "demo", "util")
+_MODULES = ("errors", "io", "tfrecord", "dataset", "splits", "loaders", "pipeline", "demo", "util", "slides")
 
 __all__ = sorted([*_LAZY, "errors", "io", "tfrecord", "util", "__version__"])
 
