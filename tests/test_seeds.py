@@ -39,7 +39,8 @@ import slidetiles
 from slidetiles.io import tfrecord2idx
 from slidetiles.io.writer import TFRecordWriter
 
-SEEDS_DIR = Path(os.environ.get("SLIDETILES_SEEDS_DIR", "/work/shared/seeds"))
+# The pages live beside the checkout (../shared/seeds), not in it: they are Slideflow's GPL-3.0 documentation.
+SEEDS_DIR = Path(os.environ.get("SLIDETILES_SEEDS_DIR", Path(__file__).resolve().parents[2] / "shared" / "seeds"))
 SEED_FILES = ("tfrecords.txt", "datasets.txt")
 
 
