@@ -111,6 +111,17 @@ def test_tf_format(tile, fmt):
     assert np.array_equal(out.numpy(), pil_decode(tile))
 
 
+def test_slideflow_keywords(tile):
+    """Slideflow's decode_image(image, img_type=..., transform=...) calls run unchanged."""
+    expected = pil_decode(tile)
+    assert np.array_equal(decode_image(tile, img_type="jpeg"), expected)
+    assert np.array_equal(decode_image(tile, img_type="png"), expected)  # a hint only: the bytes decide
+    flipped = decode_image(tile, transform=lambda image: image[::-1])
+    assert np.array_equal(flipped, expected[::-1])
+    with pytest.raises(ValueError, match="img_type"):
+        decode_image(tile, img_type="gif")
+
+
 def test_bad_arguments(tile):
     with pytest.raises(ValueError, match="format"):
         decode_image(tile, format="jax")

@@ -119,7 +119,8 @@ def _decode_numpy(data, name: str) -> np.ndarray:
     return _decode_pillow(buf, name)
 
 
-def decode_image(data, *, format: str = "numpy", device=None, name: str | None = None) -> Any:
+def decode_image(data, *, format: str = "numpy", device=None, name: str | None = None, img_type: str | None = None,
+                 transform=None) -> Any:
     """Decode a JPEG or PNG tile to a uint8 height x width x 3 RGB array or tensor.
 
     Grayscale images are repeated to 3 channels; an alpha channel (RGBA / LA / palette transparency) is dropped
@@ -133,12 +134,22 @@ def decode_image(data, *, format: str = "numpy", device=None, name: str | None =
         device: for ``'torch'``, a device to move the tensor to (e.g. ``'cuda'``); for ``'tf'``, a device
             name to place it on (e.g. ``'/GPU:0'``); must be None for ``'numpy'``.
         name: what to call the image in error messages (a file name, a TFRecord record...).
+        img_type: Slideflow's hint (``'jpeg'``/``'jpg'``/``'png'``), accepted so its calls run unchanged; the
+            format is always read from the bytes themselves, so a wrong hint cannot mis-decode.
+        transform: a callable applied to the decoded array or tensor, as Slideflow's ``transform=``.
 
     Raises:
         TileImageError: unknown format, or the image cannot be decoded (corrupt, truncated).
         ImportError: torch / tensorflow asked for but not installed.
     """
     name = _DEFAULT_NAME if name is None else name
+    if img_type is not None and str(img_type).lower() not in ("jpeg", "jpg", "png"):
+        raise ValueError(f"img_type must be 'jpeg', 'jpg', 'png' or None, got {img_type!r}")
+    image = _decode_as(data, format, device, name)
+    return image if transform is None else transform(image)
+
+
+def _decode_as(data, format: str, device, name: str) -> Any:
     if format == "numpy":
         if device is not None:
             raise ValueError("device only applies to format='torch' or 'tf'")
