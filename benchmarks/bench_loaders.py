@@ -317,18 +317,22 @@ def print_tf_table(tf_runs: dict) -> None:
     pairs epochs run seconds apart, so it is steadier than a ratio of medians when other jobs share the cores."""
     n_tiles = tf_runs["tiles"]
     reference = tf_runs["seconds"][TF_DATA]
+    reference_cpu = statistics.median(tf_runs["cpu"][TF_DATA])
     rows = []
     for name, runs in tf_runs["seconds"].items():
         paired = [r / s for r, s in zip(reference, runs)]
+        cpu = statistics.median(tf_runs["cpu"][name])
         rows.append([
-            name, n_tiles / statistics.median(runs), 1e6 * statistics.median(tf_runs["cpu"][name]) / n_tiles,
+            name, n_tiles / statistics.median(runs), 1e6 * cpu / n_tiles,
             statistics.median(reference) / statistics.median(runs), statistics.median(paired), min(paired),
-            max(paired),
+            max(paired), reference_cpu / cpu,
         ])
     print("TensorFlow, one process, contenders interleaved epoch by epoch")
     print(table(rows, ["what", "tiles/s", "CPU us/tile (incl. workers)", "vs tf.data (medians)",
-                       "vs tf.data (median of paired runs)", "min", "max"]))
-    print("  CPU us/tile: CPU time of the TF process (all its threads) and its worker processes, per tile.\n")
+                       "vs tf.data (median of paired runs)", "min", "max", "vs tf.data per CPU second"]))
+    print("  CPU us/tile: CPU time of the TF process (all its threads) and its worker processes, per tile;\n"
+          "  'per CPU second': tf.data's CPU time per tile / this one's, the throughput ratio when both keep the\n"
+          "  same cores busy (steadier than wall time when other jobs share the machine).\n")
 
 
 def main():

@@ -206,7 +206,8 @@ def test_workers_read_every_tile_exactly_once(sources, world_size, num_workers):
 def test_workers_pixels_labels_shapes(corpus, sources):
     ds = make_tf_dataset(sources, batch_size=6, labels=True, infinite=False, seed=1, incl_slidenames=True,
                          incl_loc=True, num_workers=2)
-    assert [tuple(s.shape.as_list()) for s in ds.element_spec] == [(None, 32, 32, 3), (None,), (None,), (None,), (None,)]
+    shapes = [tuple(s.shape.as_list()) for s in ds.element_spec]
+    assert shapes == [(None, 32, 32, 3), (None,), (None,), (None,), (None,)]
     assert ds.element_spec[0].dtype == tf.uint8 and ds.slidetiles_label_map == ["normal", "stroma", "tumor"]
     n = 0
     for images, labels, slides, xs, ys in ds:

@@ -436,7 +436,10 @@ def _worker_dataset(
             yield tuple(out)
 
     static = block if spec.drop_last else None
-    signature = [tf.TensorSpec([static, *spec.shape], tf.uint8), tf.TensorSpec([static, *label_spec.shape[1:]], label_spec.dtype)]
+    signature = [
+        tf.TensorSpec([static, *spec.shape], tf.uint8),
+        tf.TensorSpec([static, *label_spec.shape[1:]], label_spec.dtype),
+    ]
     if incl_slidenames:
         signature.append(tf.TensorSpec([static], tf.string))
     if incl_loc:
