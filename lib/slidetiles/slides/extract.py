@@ -100,8 +100,7 @@ def read_tile(wsi, x: int, y: int) -> np.ndarray:
         if image.width != size.tile_px or image.height != size.tile_px:
             # libvips rounds the output size; one pixel more or less is cropped or repeated from the edge.
             image = image.gravity("north-west", size.tile_px, size.tile_px, extend="copy")
-    data = image.write_to_memory()
-    return np.frombuffer(data, np.uint8).reshape(size.tile_px, size.tile_px, 3)
+    return wsi.reader.to_array(image, f"the tile at level-0 ({x}, {y})")
 
 
 def _background(wsi, corners: np.ndarray, ws_threshold: float, gs_threshold: float):

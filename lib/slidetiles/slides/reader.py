@@ -75,6 +75,16 @@ class SlideReader:
 
         return pyvips.Image.new_from_array(self.read(level, x, y, width, height), interpretation="srgb")
 
+    def to_array(self, image, what: str) -> np.ndarray:
+        """Pixels of a ``pyvips.Image`` made from this slide; a read failure names the slide and ``what``."""
+        import pyvips
+
+        try:
+            data = image.write_to_memory()
+        except pyvips.Error as exc:
+            raise self._error(f"cannot read {what}", exc) from None
+        return np.frombuffer(data, np.uint8).reshape(image.height, image.width, image.bands)
+
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         raise NotImplementedError
 

@@ -263,8 +263,7 @@ class WSI:
         scale = self.level_downsamples[level] / ds
         if abs(scale - 1) > 1e-6:
             image = image.resize(scale, kernel="lanczos3")
-        data = image.write_to_memory()
-        return np.frombuffer(data, np.uint8).reshape(image.height, image.width, 3), w0 / image.width
+        return self.reader.to_array(image, "the thumbnail"), w0 / image.width
 
     def qc(self, method: str | None = "otsu", filter_threshold: float | None = None, **kwargs):
         """Quality control: drop tiles that Otsu's tissue mask and/or the blur mask flag (Slideflow's ``WSI.qc``).

@@ -1,0 +1,251 @@
+"""WSI tile extraction: Slideflow's grid, pixels against a reference crop-and-resize, TFRecords both libraries read,
+bad inputs, determinism. Small synthetic slides (slidetiles.slides.synthetic) with known geometry."""
+
+import importlib
+import io
+import os
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import slidetiles
+from slidetiles.errors import MissingMPPError, SlideFormatError, SlideTooSmallError
+from slidetiles.slides.extract import EmptySlideWarning
+from slidetiles.slides.grid import tile_size
+from slidetiles.slides.synthetic import write_synthetic_slide
+from slidetiles.slides.wsi import WSI
+from slidetiles.tfrecord import TFRecord
+
+W, H = 1600, 1200
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    """One small slide of each kind, levels 1/4/16 at 0.25 um/px (40x)."""
+    root = tmp_path_factory.mktemp("slides")
+    out = {}
+    for kind, name in (("aperio", "s_aperio.svs"), ("ome", "s_ome.ome.tiff"), ("plain", "s_plain.tiff")):
+        out[kind] = write_synthetic_slide(root / name, W, H, kind=kind, levels=(1, 4, 16), seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sf_slide(slideflow):
+    """Slideflow's own slide module (libvips backend, as pyvips is what is installed)."""
+    try:
+        return importlib.import_module("slideflow.slide")
+    except ImportError as exc:  # pragma: no cover - depends on the installed wheel's extras
+        pytest.skip(f"slideflow.slide does not import here: {exc}")
+
+
+def _slideflow_centres(sf_wsi):
+    coord = np.asarray(sf_wsi.coord).reshape(-1, 4)
+    keep = np.array([sf_wsi.grid[gx, gy] for _, _, gx, gy in coord], bool) if len(coord) else np.zeros(0, bool)
+    xy = coord[keep, :2]
+    return {(int(x + sf_wsi.full_extract_px / 2), int(y + sf_wsi.full_extract_px / 2)) for x, y in xy}
+
+
+@pytest.mark.parametrize(
+    "tile_px, tile_um, stride_div, origin, edge",
+    [
+        (100, "10x", 1, (0, 0), False),
+        (64, 100, 1, (0, 0), False),
+        (64, 100, 2, (37, 11), False),
+        (128, 150, 3, (5, 200), False),
+        (100, "10x", 2, (0, 0), True),
+        (50, "2.5x", 1, (0, 0), False),
+    ],
+)
+def test_grid_matches_slideflow(slides, sf_slide, tile_px, tile_um, stride_div, origin, edge):
+    path = str(slides["aperio"].path)
+    theirs = sf_slide.WSI(path, tile_px, tile_um, stride_div, origin=origin, use_edge_tiles=edge, verbose=False)
+    ours = WSI(path, tile_px, tile_um, stride_div, origin=origin, use_edge_tiles=edge)
+    assert ours.full_extract_px == theirs.full_extract_px
+    assert ours.full_stride == theirs.full_stride
+    assert ours.tile_um == theirs.tile_um
+    centres = {tuple(c) for c in ours.centres().tolist()}
+    assert centres == _slideflow_centres(theirs)
+    assert len(centres) == ours.estimated_num_tiles == len(ours.centres())
+    label = f"{tile_px}px_{tile_um}um" if isinstance(tile_um, int) else f"{tile_px}px_{tile_um}"
+    assert ours.tile_label == label
+
+
+def test_twenty_x_where_slideflow_refuses(slides, sf_slide):
+    # 40x / 10x / 2.5x pyramid: Slideflow finds no 20x level; we read level 0 and halve it.
+    path = str(slides["aperio"].path)
+    with pytest.raises(Exception, match="closest"):
+        sf_slide.WSI(path, 100, "20x", verbose=False)
+    ours = WSI(path, 100, "20x")
+    assert (ours.full_extract_px, ours.downsample_level, ours.extract_px) == (200, 0, 200)
+    assert ours.tile_um == 50
+    xs = sorted({x for x, _ in ours.centres().tolist()})
+    assert xs == list(range(100, W - 100 + 1, 200))
+
+
+def test_level_choice_never_level_zero_when_coarser_serves():
+    # Exactly 4x: the 4x level serves (Slideflow's libvips reader would read level 0 here).
+    size = tile_size(100, 100, mpp=0.25, level_downsamples=(1.0, 4.0, 16.0))
+    assert (size.full_extract_px, size.level, size.extract_px) == (400, 1, 100)
+    size = tile_size(100, 99, mpp=0.25, level_downsamples=(1.0, 4.0, 16.0))
+    assert (size.full_extract_px, size.level) == (396, 0)
+
+
+def _decode(data):
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _reference_tile(path, level, x, y, n, tile_px):
+    with tifffile.TiffFile(path) as tif:
+        arr = tif.series[0].levels[level].asarray()
+    crop = arr[y : y + n, x : x + n]
+    return np.asarray(Image.fromarray(crop).resize((tile_px, tile_px), Image.LANCZOS), np.int16)
+
+
+@pytest.mark.parametrize("kind", ["aperio", "ome", "plain"])
+@pytest.mark.parametrize("tile_um, level, n", [(100, 1, 100), ("20x", 0, 128)])
+def test_tile_pixels_against_reference_crop_and_resize(slides, tmp_path, kind, tile_um, level, n):
+    slide = slides[kind]
+    wsi = WSI(slide.path, 64, tile_um)
+    assert (wsi.downsample_level, wsi.extract_px) == (level, n)
+    report = wsi.extract_tiles(tmp_path, img_format="png", grayspace_fraction=1.0)
+    records = TFRecord(report.tfrecord)
+    assert len(records) == report.num_tiles == len(wsi.coord)
+    ds = slide.downsamples[level]
+    diffs = []
+    # The three most textured tiles (tissue): on flat glass any place would look alike.
+    spread = [_decode(records[i]["image_raw"]).std() for i in range(len(records))]
+    for i in np.argsort(spread)[-3:]:
+        rec = records[int(i)]
+        x = rec["loc_x"] - wsi.full_extract_px // 2
+        y = rec["loc_y"] - wsi.full_extract_px // 2
+        got = _decode(rec["image_raw"]).astype(np.int16)
+        assert got.shape == (64, 64, 3)
+        ref = _reference_tile(slide.path, level, x // ds, y // ds, n, 64)
+        diffs.append(np.abs(got - ref).mean())
+        # The same comparison one tile-eighth off must fail: the test can tell places apart.
+        off = _reference_tile(slide.path, level, x // ds + n // 8, y // ds, n, 64)
+        assert np.abs(got - off).mean() > 3 * max(np.abs(got - ref).mean(), 0.5)
+    # Lanczos-3 in libvips and in Pillow differ by rounding only.
+    assert max(diffs) < 1.5
+
+
+def test_tfrecords_read_by_both_libraries(slides, tmp_path, slideflow):
+    wsi = WSI(slides["aperio"].path, 64, 100)
+    report = wsi.extract_tiles(tmp_path / wsi.tile_label, grayspace_fraction=1.0)
+    assert report.tfrecord == str(tmp_path / "64px_100um" / "s_aperio.tfrecords")
+    assert os.path.exists(tmp_path / "64px_100um" / "s_aperio.index.npz")
+    ours, theirs = TFRecord(report.tfrecord), slideflow.TFRecord(report.tfrecord)
+    assert theirs.fields == ours.fields == ["image_raw", "slide", "loc_x", "loc_y"]
+    assert theirs.img_format == ours.img_format == "jpeg"
+    assert len(theirs) == len(ours) == report.num_tiles == (W // 400) * (H // 400)
+    assert theirs.locations == ours.locations == [tuple(c) for c in report.locations.tolist()]
+    for i in (0, 7, len(ours) - 1):
+        assert theirs[i] == ours[i]
+        assert ours[i]["slide"] == "s_aperio"
+    # Slideflow's index reader agrees with the index written beside the TFRecord.
+    their_index = slideflow.util.tfrecord2idx.load_index(report.tfrecord)
+    assert len(their_index) == len(ours)
+
+
+def test_jpeg_quality_is_slideflows(slides, tmp_path, sf_slide):
+    # Same pixels, same encoder call: our default JPEG bytes are what Slideflow's numpy2jpg makes of our tile.
+    from slidetiles.slides.extract import read_tile
+
+    wsi = WSI(slides["plain"].path, 64, 100)
+    tile = read_tile(wsi, 800, 400)
+    report = wsi.extract_tiles(tmp_path, grayspace_fraction=1.0)
+    rec = {tuple(loc): i for i, loc in enumerate(TFRecord(report.tfrecord).locations)}
+    i = rec[(800 + 200, 400 + 200)]
+    assert TFRecord(report.tfrecord)[i]["image_raw"] == sf_slide.utils.numpy2jpg(tile)
+
+
+def test_same_bytes_twice(slides, tmp_path):
+    paths = []
+    for run in ("a", "b"):
+        wsi = WSI(slides["ome"].path, 64, 100, stride_div=2)
+        paths.append(wsi.extract_tiles(tmp_path / run).tfrecord)
+    a, b = (open(p, "rb").read() for p in paths)
+    assert a == b and len(a) > 0
+
+
+def test_loose_tiles_and_max_tiles(slides, tmp_path):
+    wsi = WSI(slides["aperio"].path, 64, 100)
+    report = wsi.extract_tiles(None, tiles_dir=tmp_path, grayspace_fraction=1.0, max_tiles=5)
+    assert report.num_tiles == 5 and report.removed["max_tiles"] == len(wsi.coord) - 5
+    names = sorted(os.listdir(tmp_path / "s_aperio"))
+    assert names == sorted(f"s_aperio-{x}-{y}.jpg" for x, y in report.locations.tolist())
+    assert report.tfrecord is None
+
+
+def test_background_filter_removes_glass(slides, tmp_path):
+    slide = slides["aperio"]
+    wsi = WSI(slide.path, 64, 100)
+    report = wsi.extract_tiles(tmp_path)
+    assert 0 < report.num_tiles < len(wsi.coord)
+    assert report.removed["grayspace"] == len(wsi.coord) - report.num_tiles
+    # Every kept tile's centre lies on or near tissue (ground truth at downsample 16).
+    tissue = slide.tissue_mask(16)
+    for x, y in report.locations.tolist():
+        window = tissue[max(0, y // 16 - 12) : y // 16 + 13, max(0, x // 16 - 12) : x // 16 + 13]
+        assert window.any()
+
+
+def test_mpp_sources(tmp_path):
+    # A 1.0 um/px slide has an MPP (Slideflow's Aperio parser only takes 0.x); resolution tags in any unit.
+    s = write_synthetic_slide(tmp_path / "one.svs", 512, 384, mpp=1.0, magnification=10, levels=(1, 4), islands=1)
+    assert WSI(s.path, 64, 64).mpp == 1.0
+    for unit in ("inch", "centimeter", "millimeter", "micrometer"):
+        s = write_synthetic_slide(tmp_path / f"{unit}.tiff", 512, 384, mpp=0.5, kind="plain", levels=(1, 4),
+                                  islands=1, resolution_unit=unit)
+        assert WSI(s.path, 64, 64).mpp == pytest.approx(0.5)
+    s = write_synthetic_slide(tmp_path / "o.ome.tiff", 512, 384, mpp=0.3, kind="ome", levels=(1, 4), islands=1)
+    assert WSI(s.path, 64, 64).mpp == pytest.approx(0.3)
+
+
+def test_missing_mpp_names_slide_and_fix(tmp_path):
+    path = tmp_path / "nompp.tiff"
+    tifffile.imwrite(path, np.full((256, 256, 3), 200, np.uint8), tile=(64, 64), photometric="rgb",
+                     resolutionunit=1)
+    with pytest.raises(MissingMPPError, match=r"nompp\.tiff.*mpp=") as info:
+        WSI(path, 64, 64)
+    assert info.value.path == str(path)
+    assert WSI(path, 64, 64, mpp=0.5).full_extract_px == 128
+
+
+def test_corrupt_and_unsupported_files(slides, tmp_path):
+    garbage = tmp_path / "garbage.svs"
+    garbage.write_bytes(b"not a slide at all " * 64)
+    with pytest.raises(SlideFormatError, match="garbage.svs"):
+        WSI(garbage, 64, 100)
+    with pytest.raises(SlideFormatError, match="no such slide"):
+        WSI(tmp_path / "absent.svs", 64, 100)
+    # A slide cut short in a copy: its tiles are missing, which must be an error, not grey tiles.
+    data = open(slides["plain"].path, "rb").read()
+    cut = tmp_path / "cut.tiff"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(SlideFormatError, match="cut.tiff"):
+        WSI(cut, 64, 100).extract_tiles(tmp_path / "out", grayspace_fraction=1.0)
+    assert not os.path.exists(tmp_path / "out" / "cut.tfrecords")
+    assert not [n for n in os.listdir(tmp_path / "out") if ".tmp-" in n]
+
+
+def test_slide_smaller_than_a_tile(tmp_path):
+    s = write_synthetic_slide(tmp_path / "tiny.svs", 256, 192, levels=(1,), islands=1)
+    with pytest.raises(SlideTooSmallError, match=r"tiny\.svs.*smaller than one tile"):
+        WSI(s.path, 299, 302)
+    assert WSI(s.path, 299, 302, use_edge_tiles=True).estimated_num_tiles == 1
+
+
+def test_no_tile_left_warns_and_writes_nothing(tmp_path):
+    s = write_synthetic_slide(tmp_path / "glass.svs", 512, 384, levels=(1, 4), islands=0, pen=False, blur=False)
+    out = tmp_path / "tfr"
+    with pytest.warns(EmptySlideWarning, match="glass"):
+        report = WSI(s.path, 64, 64).extract_tiles(out)
+    assert report.num_tiles == 0 and report.tfrecord is None
+    assert not out.exists() or not os.listdir(out)
+
+
+def test_exported_as_slideflow_name():
+    assert slidetiles.WSI is WSI
