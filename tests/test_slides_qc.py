@@ -128,8 +128,10 @@ def test_otsu_level_is_slideflows(slideflow):
     import importlib
 
     otsu = importlib.import_module("slideflow.slide.qc.otsu")
+
     def theirs(dims):
-        return otsu._get_level_for_otsu(types.SimpleNamespace(levels=[{"dimensions": d, "level": i} for i, d in enumerate(dims)]))
+        levels = [{"dimensions": d, "level": i} for i, d in enumerate(dims)]
+        return otsu._get_level_for_otsu(types.SimpleNamespace(levels=levels))
 
     for dims in ([(4096, 3072), (1024, 768), (256, 192)], [(90000, 60000), (22500, 15000), (5625, 3750), (1406, 937)],
                  [(1200, 900)], [(1200, 900), (600, 450)]):
@@ -262,7 +264,8 @@ def test_background_filters_remove_glass_keep_tissue(slide, grid):
     assert (level, ratio) == (2, 16)
     lvl = slide.levels[level]
     p = TILE // ratio
-    patches = np.stack([lvl[y0 // ratio : y0 // ratio + p, x0 // ratio : x0 // ratio + p] for x0, y0, _, _ in grid.boxes])
+    corners = grid.boxes[:, :2] // ratio
+    patches = np.stack([lvl[y : y + p, x : x + p] for x, y in corners])
     white, gray = background_fractions(patches)
     # Defaults: whitespace filtering is off, glass goes by its low saturation.
     reasons = background_reasons(white, gray)

@@ -144,7 +144,9 @@ def qc_masks(
 
     Every mask has ``rgb``'s height and width. ``blur_rgb``, when given, is the thumbnail to judge focus on
     (Slideflow's is at :func:`blur_mpp`); its mask is resized to ``rgb``'s size by nearest neighbour, as
-    Slideflow resizes a previous mask before blacking it out for Otsu.
+    Slideflow resizes a previous mask before blacking it out for Otsu. (Slideflow judges tiles on the blur mask at
+    its own resolution; judging them on it resized to ``rgb``'s can move a tile's flagged fraction by the
+    resampling error at the mask's edges.)
 
     Example:
         >>> img = np.full((64, 64, 3), 240, np.uint8)
@@ -211,7 +213,7 @@ def tile_keep_from_mask(
 
     Example:
         >>> m = np.zeros((4, 8), bool); m[:, :3] = True
-        >>> tile_keep_from_mask(m, 16, np.array([[0, 0, 64, 64], [32, 0, 96, 64], [64, 0, 128, 64]])).tolist()
+        >>> tile_keep_from_mask(m, 16, np.array([[0, 0, 64, 64], [16, 0, 80, 64], [64, 0, 128, 64]])).tolist()
         [True, True, False]
     """
     if min_fraction is not None:
