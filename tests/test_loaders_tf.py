@@ -333,3 +333,19 @@ def test_workers_refusals(sources):
         make_tf_dataset(sources, batch_size=4, num_workers=-1)
     with pytest.raises(LoaderError):
         make_tf_dataset(sources, batch_size=4, rank=2, world_size=2, num_workers=2)
+
+
+def test_workers_stop_when_the_dataset_is_dropped(sources):
+    import gc
+    import os
+
+    ds = make_tf_dataset(sources, batch_size=4, infinite=True, seed=0, num_workers=2)
+    for _ in ds.take(3):  # cut short: the pass ends with its iterator
+        pass
+    pids = ds.slidetiles_workers.pids()
+    assert len(pids) == 2
+    del ds
+    gc.collect()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # stopped and reaped, though TF keeps the generator function
+            os.kill(pid, 0)

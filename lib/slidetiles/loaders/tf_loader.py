@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -422,18 +423,33 @@ def _worker_dataset(
         augmenter=augmenter if augmenter else None,
         drop_last=bool(drop_remainder) and batch_size is not None,
     )
-    workers = BatchWorkers(spec, num_workers, ring_size=_WORKER_PREFETCH + 4,
-                           multiprocessing_context=multiprocessing_context)
+    def start() -> BatchWorkers:
+        return BatchWorkers(spec, num_workers, ring_size=_WORKER_PREFETCH + 4,
+                            multiprocessing_context=multiprocessing_context)
+
+    workers = start()
+    # TensorFlow keeps a from_generator's generator function for the life of the process, so the function holds
+    # the persistent workers only weakly: they stop when the dataset is dropped. A pass that finds them gone (an
+    # iterator outliving its dataset) runs on workers of its own.
+    persistent = weakref.ref(workers)
 
     def generate():
         pass_epoch = epoch + stats.next_pass()
-        for images, index, loc in workers.batches(pass_epoch, stats.count):
-            out = [images, label_values[index]]
-            if incl_slidenames:
-                out.append(slide_names[index])
-            if incl_loc:
-                out += [loc[:, 0], loc[:, 1]]
-            yield tuple(out)
+        pool = persistent()
+        temporary = pool is None
+        if temporary:
+            pool = start()
+        try:
+            for images, index, loc in pool.batches(pass_epoch, stats.count):
+                out = [images, label_values[index]]
+                if incl_slidenames:
+                    out.append(slide_names[index])
+                if incl_loc:
+                    out += [loc[:, 0], loc[:, 1]]
+                yield tuple(out)
+        finally:
+            if temporary:
+                pool.close()
 
     static = block if spec.drop_last else None
     signature = [
