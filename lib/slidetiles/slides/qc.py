@@ -26,8 +26,8 @@ Example:
     >>> scene = make_scene(4096, 3072, mpp=0.5, seed=1)
     >>> thumb = scene.render(4, 0, 0, 1024, 768)
     >>> keep = qc_mask(thumb, "otsu")
-    >>> boxes = np.array([[0, 0, 256, 256], [1792, 1280, 2048, 1536]])
-    >>> tile_keep_from_mask(keep, 4, boxes).tolist()  # doctest: +SKIP
+    >>> boxes = np.array([[0, 0, 256, 256], [512, 512, 768, 768]])  # glass, then tissue
+    >>> tile_keep_from_mask(keep, 4, boxes).tolist()
     [False, True]
 """
 
