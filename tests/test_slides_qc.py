@@ -83,6 +83,21 @@ def test_background_fractions_are_slideflows_pixel_rules(tiles):
     assert ((0 <= white) & (white <= 1) & (0 <= gray) & (gray <= 1)).all()
 
 
+def test_grayspace_agrees_with_skimage_for_every_channel_extreme_pair():
+    # Saturation depends on a pixel's max and min channel only: all 256 x 256 pairs, the third channel anywhere
+    # between them, channels in every order, at thresholds whose float edge cases differ.
+    rng = np.random.default_rng(0)
+    hi, lo = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    hi, lo = hi[hi >= lo], lo[hi >= lo]
+    mid = lo + (rng.random(hi.size) * (hi - lo + 1)).astype(int).clip(max=hi - lo)
+    px = np.stack([hi, mid, lo], axis=-1).astype(np.uint8)
+    px = np.take_along_axis(px, np.argsort(rng.random(px.shape), axis=-1), axis=-1)
+    sat = skimage.color.rgb2hsv(px)[:, 1]
+    for threshold in (0.05, 0.1, 1 / 3, 0.0, 1.0):
+        _, gray = background_fractions(px[:, None, None, :], 230, threshold)  # each pixel a 1 x 1 tile
+        assert np.array_equal(gray, (sat < threshold).astype(float))
+
+
 def test_background_threshold_edges():
     # Mean exactly 230 is not whitespace, 230.33 is; saturation 0 is grayspace, 0.1 is not. (At exactly 1/20 the
     # answer is whatever skimage's float arithmetic gives, e.g. 10/200 -> 0.04999..., as in Slideflow.)
