@@ -249,3 +249,103 @@ def test_no_tile_left_warns_and_writes_nothing(tmp_path):
 
 def test_exported_as_slideflow_name():
     assert slidetiles.WSI is WSI
+
+
+def _sf_kept_centres(sf_wsi, **generator_kwargs):
+    gen = sf_wsi.build_generator(dry_run=True, num_threads=1, shuffle=False, **generator_kwargs)
+    return set() if gen is None else {tuple(d["loc"]) for d in gen()}
+
+
+@pytest.mark.parametrize("ws, gs", [(1.0, 0.9), (0.8, 0.9), (0.5, 1.0), (1.0, 0.6)])
+def test_background_filter_matches_slideflow(slides, sf_slide, ws, gs):
+    # The plain TIFF: Slideflow's libvips reader takes an Aperio file's thumbnail page for a pyramid level, and
+    # so judges background on other pixels than those of the slide's real levels.
+    path = str(slides["plain"].path)
+    assert sf_slide.WSI(path, 64, 50, verbose=False).slide.level_downsamples == [1.0, 4.0, 16.0]
+    theirs = _sf_kept_centres(
+        sf_slide.WSI(path, 64, 50, verbose=False), whitespace_fraction=ws, grayspace_fraction=gs
+    )
+    report = WSI(path, 64, 50).extract_tiles(None, dry_run=True, whitespace_fraction=ws, grayspace_fraction=gs)
+    assert {tuple(c) for c in report.locations.tolist()} == theirs
+    assert 0 < len(theirs) < len(WSI(path, 64, 50).coord)
+
+
+@pytest.fixture(scope="module")
+def roi_dir(slides, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("roi")
+    (folder / "s_aperio.csv").write_text(
+        "roi_name,x_base,y_base\nA,100,100\nA,1100,150\nA,900,1000\nA,150,900\n"
+        "B,1250,700\nB,1550,700\nB,1550,1150\nB,1250,1150\n"
+    )
+    return folder
+
+
+@pytest.mark.parametrize("roi_method", ["auto", "inside", "outside"])
+def test_roi_tiles_match_slideflow(slides, sf_slide, roi_dir, roi_method):
+    path = str(slides["aperio"].path)
+    theirs = sf_slide.WSI(path, 64, 50, roi_dir=str(roi_dir), roi_method=roi_method, verbose=False)
+    ours = WSI(path, 64, 50, roi_dir=roi_dir, roi_method=roi_method)
+    assert len(ours.rois) == 2
+    kept = {tuple(c) for c in ours.centres().tolist()}
+    assert kept == _slideflow_centres(theirs)
+    assert 0 < len(kept) < len(ours.coord)
+    report = ours.extract_tiles(None, dry_run=True, grayspace_fraction=1.0)
+    assert report.removed["roi"] == len(ours.coord) - len(kept)
+
+
+def test_roi_inside_without_roi_is_an_error(slides, tmp_path):
+    from slidetiles.errors import MissingROIError
+
+    with pytest.raises(MissingROIError, match="s_plain"):
+        WSI(slides["plain"].path, 64, 50, roi_dir=tmp_path, roi_method="inside")
+
+
+def test_qc_otsu_keeps_tissue_tiles(slides, tmp_path):
+    slide = slides["plain"]
+    wsi = WSI(slide.path, 64, 50)
+    wsi.qc("otsu")
+    kept = wsi.kept_corners()
+    assert 0 < len(kept) < len(wsi.coord)
+    tissue = slide.tissue_mask(4)
+    fractions = [tissue[y // 4 : (y + 200) // 4, x // 4 : (x + 200) // 4].mean() for x, y in wsi.coord[:, :2]]
+    kept_set = {tuple(c) for c in kept.tolist()}
+    # Otsu on saturation misses pale stained tissue (that is the method), but never keeps glass.
+    for (x, y), f in zip(wsi.coord[:, :2].tolist(), fractions):
+        if (x, y) in kept_set:
+            assert f > 0.3
+    assert max(fractions) > 0.6
+    report = wsi.extract_tiles(tmp_path, grayspace_fraction=1.0)
+    assert report.num_tiles == len(kept) and report.removed["qc"] == len(wsi.coord) - len(kept)
+    assert wsi.extract_tiles(None, qc="both", dry_run=True, grayspace_fraction=1.0).num_tiles <= len(kept)
+
+
+def test_dataset_extract_tiles(slides, tmp_path, roi_dir):
+    import shutil
+
+    root = tmp_path / "project"
+    (root / "slides").mkdir(parents=True)
+    for kind in ("aperio", "plain"):
+        shutil.copy(slides[kind].path, root / "slides")
+    (root / "slides" / "broken.svs").write_bytes(b"garbage" * 100)
+    shutil.copytree(roi_dir, root / "roi")
+    config = {"src": {"slides": str(root / "slides"), "roi": str(root / "roi"), "tfrecords": str(root / "tfrecords"),
+                      "tiles": str(root / "tiles")}}
+    ds = slidetiles.Dataset(config, tile_px=64, tile_um=50)
+    results = ds.extract_tiles(grayspace_fraction=1.0, save_tiles=True)
+    folder = root / "tfrecords" / "64px_50um"
+    assert sorted(os.listdir(folder)) == ["s_aperio.index.npz", "s_aperio.tfrecords", "s_plain.index.npz",
+                                          "s_plain.tfrecords"]
+    broken = results[str(root / "slides" / "broken.svs")]
+    assert isinstance(broken.error, SlideFormatError)
+    # The ROI folder applies to the slide it names.
+    with_roi = results[str(root / "slides" / "s_aperio.svs")]
+    assert with_roi.num_tiles < len(WSI(slides["aperio"].path, 64, 50).coord)
+    assert len(os.listdir(root / "tiles" / "64px_50um" / "s_aperio")) == with_roi.num_tiles
+    after = slidetiles.Dataset(config, tile_px=64, tile_um=50)
+    assert after.slides() == ["s_aperio", "s_plain"]
+    assert after.manifest(key="name")["s_aperio"]["total"] == with_roi.num_tiles
+    # Already extracted: skipped, files untouched.
+    stamp = os.stat(folder / "s_plain.tfrecords").st_mtime_ns
+    again = after.extract_tiles(grayspace_fraction=1.0)
+    assert list(again) == [str(root / "slides" / "broken.svs")]
+    assert os.stat(folder / "s_plain.tfrecords").st_mtime_ns == stamp

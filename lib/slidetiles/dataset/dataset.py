@@ -714,6 +714,19 @@ class Dataset:
             return results, uniques[header_list[0]]
         return results, uniques
 
+    def extract_tiles(self, **kwargs) -> dict:
+        """Tile every slide of the sources into ``<tfrecords>/<tile label>/`` (Slideflow's arguments).
+
+        See :func:`slidetiles.dataset.extraction.extract_dataset_tiles`. Build a new Dataset afterwards to see
+        the new TFRecords.
+
+        Example:
+            >>> reports = dataset.extract_tiles(qc="otsu", skip_extracted=True)  # doctest: +SKIP
+        """
+        from slidetiles.dataset.extraction import extract_dataset_tiles
+
+        return extract_dataset_tiles(self, **kwargs)
+
     def rois(self) -> list[str]:
         """ROI files (``<roi>/<slide>.csv``) of the retained slides, first source first."""
         found = self._roi_files()

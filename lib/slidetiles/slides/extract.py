@@ -84,7 +84,7 @@ def encode_tile(rgb: np.ndarray, img_format: str = "jpg", quality: int = DEFAULT
 def read_tile(wsi, x: int, y: int) -> np.ndarray:
     """RGB ``(tile_px, tile_px, 3)`` pixels of the tile whose top-left level-0 corner is ``(x, y)``.
 
-    The region is read at the tile's pyramid level (``extract_px`` level pixels from ``round(x / downsample)``)
+    The region is read at the tile's pyramid level (``extract_px`` level pixels from ``x // downsample``, as Slideflow)
     and resized to ``tile_px`` with libvips' Lanczos-3 kernel.
 
     Example:
@@ -94,7 +94,7 @@ def read_tile(wsi, x: int, y: int) -> np.ndarray:
     size = wsi.size
     ds = size.level_downsample
     n = size.extract_px
-    image = wsi.reader.read_vips(size.level, int(round(x / ds)), int(round(y / ds)), n, n)
+    image = wsi.reader.read_vips(size.level, int(x // ds), int(y // ds), n, n)
     if n != size.tile_px:
         image = image.resize(size.tile_px / n, kernel="lanczos3")
         if image.width != size.tile_px or image.height != size.tile_px:
@@ -112,7 +112,7 @@ def _background(wsi, corners: np.ndarray, ws_threshold: float, gs_threshold: flo
     white = np.empty(len(corners))
     gray = np.empty(len(corners))
     for i, (x, y) in enumerate(corners):
-        patch = reader.read(level, int(round(x / ds)), int(round(y / ds)), n, n)
+        patch = reader.read(level, int(x // ds), int(y // ds), n, n)
         w, g = background.background_fractions(patch[None], ws_threshold, gs_threshold)
         white[i], gray[i] = w[0], g[0]
     return white, gray
