@@ -215,6 +215,9 @@ def test_both_is_blur_then_otsu_on_the_blacked_out_thumbnail(grid):
     assert np.array_equal(masks["otsu"], otsu_mask(grid.thumb * masks["blur"][..., None].astype(np.uint8)))
     assert np.array_equal(qc_mask(grid.thumb, "both"), masks["blur"] & masks["otsu"])
     assert qc_mask(grid.thumb, None).all()
+    # Slideflow's WSI.qc keyword names reach the blur filter.
+    assert np.array_equal(qc_masks(grid.thumb, "blur", blur_radius=2, blur_threshold=0.03)["blur"],
+                          blur_mask(grid.thumb, 2, 0.03))
 
 
 # ---- against the synthetic slide's ground truth ---------------------------------------------------------------

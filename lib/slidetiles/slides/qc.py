@@ -137,12 +137,13 @@ def qc_masks(
     method: str | None,
     *,
     blur_rgb: np.ndarray | None = None,
-    blur_sigma: float = BLUR_SIGMA,
+    blur_radius: float = BLUR_SIGMA,
     blur_threshold: float = BLUR_THRESHOLD,
 ) -> dict[str, np.ndarray]:
     """The keep masks of ``method``, one per filter, in the order Slideflow applies them (blur, then otsu).
 
-    Every mask has ``rgb``'s height and width. ``blur_rgb``, when given, is the thumbnail to judge focus on
+    ``blur_radius`` (the Gaussian's sigma, in pixels of the blur thumbnail) and ``blur_threshold`` keep the names
+    of Slideflow's ``WSI.qc``. Every mask has ``rgb``'s height and width. ``blur_rgb``, when given, is the thumbnail to judge focus on
     (Slideflow's is at :func:`blur_mpp`); its mask is resized to ``rgb``'s size by nearest neighbour, as
     Slideflow resizes a previous mask before blacking it out for Otsu. (Slideflow judges tiles on the blur mask at
     its own resolution; judging them on it resized to ``rgb``'s can move a tile's flagged fraction by the
@@ -157,7 +158,7 @@ def qc_masks(
     rgb = _as_rgb(rgb)
     out: dict[str, np.ndarray] = {}
     if method in ("blur", "both"):
-        sharp = blur_mask(rgb if blur_rgb is None else blur_rgb, blur_sigma, blur_threshold)
+        sharp = blur_mask(rgb if blur_rgb is None else blur_rgb, blur_radius, blur_threshold)
         if sharp.shape != rgb.shape[:2]:
             sharp = cv2.resize(sharp.astype(np.uint8), rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
         out["blur"] = sharp
