@@ -349,3 +349,36 @@ def test_dataset_extract_tiles(slides, tmp_path, roi_dir):
     again = after.extract_tiles(grayspace_fraction=1.0)
     assert list(again) == [str(root / "slides" / "broken.svs")]
     assert os.stat(folder / "s_plain.tfrecords").st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("tile_px, tile_um", [(64, 50), (64, 100), (100, "10x")])
+def test_tile_bytes_equal_slideflows(slides, sf_slide, tile_px, tile_um):
+    # Same level, same place, same libvips resize, same encoder: Slideflow's own tiles, byte for byte.
+    from slidetiles.slides.extract import encode_tile, read_tile
+
+    path = str(slides["plain"].path)
+    theirs = sf_slide.WSI(path, tile_px, tile_um, verbose=False)
+    gen = theirs.build_generator(num_threads=1, shuffle=False, img_format="jpg", grayspace_fraction=1.0)
+    their_tiles = {tuple(d["loc"]): d["image"] for d in gen()}
+    ours = WSI(path, tile_px, tile_um)
+    assert ours.extract_px == theirs.extract_px
+    centres = ours.centres().tolist()
+    assert {tuple(c) for c in centres} == set(their_tiles)
+    for (x, y), (cx, cy) in zip(ours.kept_corners().tolist(), centres):
+        assert encode_tile(read_tile(ours, x, y)) == their_tiles[(cx, cy)]
+
+
+def test_openslide_reader_agrees_with_libvips(slides):
+    # The reader for formats libvips' TIFF loader does not open, checked on a slide both read.
+    from slidetiles.slides.reader import OpenSlideReader, open_slide
+
+    path = str(slides["aperio"].path)
+    vips, osr = open_slide(path), OpenSlideReader(path)
+    assert vips.backend == "libvips" and osr.backend == "openslide"
+    assert osr.level_dimensions == vips.level_dimensions and osr.level_downsamples == vips.level_downsamples
+    assert osr.mpp == vips.mpp == 0.25 and osr.vendor == vips.vendor == "aperio"
+    for level, x, y in ((0, 700, 300), (1, 40, 60), (2, 90, 70)):
+        a, b = vips.read(level, x, y, 64, 48), osr.read(level, x, y, 64, 48)
+        assert a.shape == b.shape == (48, 64, 3)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # two JPEG decoders
+    osr.close()

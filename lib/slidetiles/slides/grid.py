@@ -129,7 +129,7 @@ def tile_size(
         stride_px=int(np.round(full / stride_div)),
         level=level,
         level_downsample=level_ds,
-        extract_px=max(1, int(round(full / level_ds))),
+        extract_px=max(1, int(full // level_ds)),  # Slideflow floors it: a tile may span a level pixel less
         label=tile_label(tile_px, tile_um),
     )
 
