@@ -215,6 +215,10 @@ def test_both_is_blur_then_otsu_on_the_blacked_out_thumbnail(grid):
     assert np.array_equal(masks["otsu"], otsu_mask(grid.thumb * masks["blur"][..., None].astype(np.uint8)))
     assert np.array_equal(qc_mask(grid.thumb, "both"), masks["blur"] & masks["otsu"])
     assert qc_mask(grid.thumb, None).all()
+    # Slideflow judges tiles on each mask in turn; judging them once on the AND drops the same tiles.
+    one_by_one = [tile_keep_from_mask(m, grid.d, grid.boxes) for m in masks.values()]
+    at_once = tile_keep_from_mask(qc_mask(grid.thumb, "both"), grid.d, grid.boxes)
+    assert np.array_equal(one_by_one[0] & one_by_one[1], at_once)
     # Slideflow's WSI.qc keyword names reach the blur filter.
     assert np.array_equal(qc_masks(grid.thumb, "blur", blur_radius=2, blur_threshold=0.03)["blur"],
                           blur_mask(grid.thumb, 2, 0.03))

@@ -14,9 +14,9 @@ Follows Slideflow 3.0.2 (``slideflow/slide/qc/otsu.py``, ``gaussian.py``, ``gaus
   of its tile seams.
 - ``'both'``: blur first; Otsu is then computed on the thumbnail with the blurry pixels blacked out (black has
   saturation 0, so they count as background), as Slideflow does. Slideflow then drops a tile when either mask
-  flags more than 60 % of it; as the blacked-out Otsu mask contains the blur mask, that is the AND of the two
-  keep masks judged once, which is what :func:`qc_mask` returns. :func:`qc_masks` gives them one by one, for a
-  report of how many tiles each filter removed.
+  flags more than 60 % of it; as the blacked-out Otsu mask contains the blur mask (but for a few pixels the
+  median blur moves), that is the AND of the two keep masks judged once, which is what :func:`qc_mask` returns.
+  :func:`qc_masks` gives them one by one, for a report of how many tiles each filter removed.
 
 Tiles and masks meet in :func:`tile_keep_from_mask`: the tile's footprint in the mask, with Slideflow's rounding,
 and the tile is dropped when strictly more than ``filter_threshold`` (0.6) of that footprint is flagged.
@@ -143,11 +143,11 @@ def qc_masks(
     """The keep masks of ``method``, one per filter, in the order Slideflow applies them (blur, then otsu).
 
     ``blur_radius`` (the Gaussian's sigma, in pixels of the blur thumbnail) and ``blur_threshold`` keep the names
-    of Slideflow's ``WSI.qc``. Every mask has ``rgb``'s height and width. ``blur_rgb``, when given, is the thumbnail to judge focus on
-    (Slideflow's is at :func:`blur_mpp`); its mask is resized to ``rgb``'s size by nearest neighbour, as
-    Slideflow resizes a previous mask before blacking it out for Otsu. (Slideflow judges tiles on the blur mask at
-    its own resolution; judging them on it resized to ``rgb``'s can move a tile's flagged fraction by the
-    resampling error at the mask's edges.)
+    of Slideflow's ``WSI.qc``. Every mask has ``rgb``'s height and width. ``blur_rgb``, when given, is the
+    thumbnail to judge focus on (Slideflow's is at :func:`blur_mpp`); its mask is resized to ``rgb``'s size by
+    nearest neighbour, as Slideflow resizes a previous mask before blacking it out for Otsu. (Slideflow judges
+    tiles on the blur mask at its own resolution; judging them on it resized to ``rgb``'s can move a tile's
+    flagged fraction by the resampling error at the mask's edges.)
 
     Example:
         >>> img = np.full((64, 64, 3), 240, np.uint8)
