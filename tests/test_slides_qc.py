@@ -297,3 +297,15 @@ def test_background_filters_remove_glass_keep_tissue(slide, grid):
     reasons = background_reasons(white, gray, whitespace_fraction=0.6)
     assert (reasons[grid.all_glass] == "whitespace").all()
     assert (reasons[grid.all_tissue] == "").mean() >= 0.95
+
+
+def test_blur_judged_on_a_finer_thumbnail(slide, grid):
+    # Slideflow's blur thumbnail (4x the tile's mpp) need not be the Otsu level: here level 0 halved, its mask
+    # brought to the Otsu thumbnail's size.
+    finer = slide.slide.render(0, 0, W // 2, H // 2, downsample=2)
+    masks = qc_masks(grid.thumb, "both", blur_rgb=finer)
+    assert masks["blur"].shape == masks["otsu"].shape == grid.thumb.shape[:2]
+    assert np.array_equal(masks["blur"], blur_mask(finer)[::2, ::2])  # OpenCV nearest neighbour, 2:1
+    keep = tile_keep_from_mask(qc_mask(grid.thumb, "blur", blur_rgb=finer), grid.d, grid.boxes)
+    assert keep[grid.blurred].mean() <= 0.2
+    assert keep[grid.sharp_tissue].mean() >= 0.95
