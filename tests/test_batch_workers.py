@@ -58,6 +58,16 @@ def test_a_pass_reads_each_tile_once_with_its_pixels(corpus):
         workers.close()
 
 
+def test_unordered_pass_gives_the_same_batches(corpus):
+    workers = BatchWorkers(spec_for(corpus[0]), num_workers=2)
+    try:
+        ordered = [(b[1].tolist(), b[2].tolist()) for b in workers.batches(epoch=2)]
+        unordered = [(b[1].tolist(), b[2].tolist()) for b in workers.batches(epoch=2, ordered=False)]
+        assert sorted(unordered) == sorted(ordered) and len(ordered) == 7  # shards of 12 and 13 tiles
+    finally:
+        workers.close()
+
+
 def test_corrupt_record_raises_the_tfrecord_error_naming_the_file(tmp_path, corpus):
     import shutil
 

@@ -191,13 +191,15 @@ def expected_pixels(corpus, slide, x):
     return decode_image(corpus[1][int(slide[1:])][(int(x) - 50) // 100])
 
 
-@pytest.mark.parametrize("world_size,num_workers", [(1, 1), (1, 2), (2, 2), (3, 1)])
-def test_workers_read_every_tile_exactly_once(sources, world_size, num_workers):
+@pytest.mark.parametrize("world_size,num_workers,deterministic", [(1, 1, True), (1, 2, True), (2, 2, True),
+                                                                  (3, 1, True), (2, 2, False)])
+def test_workers_read_every_tile_exactly_once(sources, world_size, num_workers, deterministic):
     sources = [s if s.slide != "s3" else TileSource(s.path, s.slide, s.label, s.n_records, clip=17) for s in sources]
     seen = []
     for rank in range(world_size):
         ds = make_tf_dataset(sources, batch_size=4, rank=rank, world_size=world_size, infinite=False, labels=True,
-                             seed=3, incl_slidenames=True, incl_loc=True, num_workers=num_workers)
+                             seed=3, incl_slidenames=True, incl_loc=True, num_workers=num_workers,
+                             deterministic=deterministic)
         seen += ids_of(ds)
     counts = Counter(seen)
     assert set(counts) == all_ids(sources) and max(counts.values()) == 1

@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import mmap
 import multiprocessing
+import multiprocessing.connection
 import os
 import tempfile
 import threading
@@ -426,8 +427,20 @@ class _Pool:
         if message[0] == "batch" and message[2] >= 0:
             self.states[worker * self.layout.ring_size + message[2]] = FREE
 
-    def run(self, epoch: int, count) -> Iterator[tuple]:
-        """One pass: ``(images, sources, locations)`` per batch, round-robin over the workers."""
+    def _next_ready(self, active: list[int]) -> int:
+        """A worker of ``active`` with a message waiting (the first one found)."""
+        conns = {self.conns[w]: w for w in active}
+        while True:
+            ready = multiprocessing.connection.wait(list(conns), _POLL)
+            if ready:
+                return conns[ready[0]]
+            for worker in active:
+                if not self.processes[worker].is_alive():
+                    raise self._died(worker)
+
+    def run(self, epoch: int, count, ordered: bool = True) -> Iterator[tuple]:
+        """One pass: ``(images, sources, locations)`` per batch, round-robin over the workers (``ordered``) or
+        from whichever worker has a batch ready first."""
         self.passes += 1
         pass_id = self.passes
         self.table[0] = pass_id
@@ -441,7 +454,7 @@ class _Pool:
         position = 0
         try:
             while active:
-                worker = active[position]
+                worker = active[position] if ordered else self._next_ready(active)
                 message = self._recv(worker)
                 if message[1] != pass_id:  # left over from an earlier pass (should have been drained)
                     self._discard(worker, message)
@@ -449,14 +462,15 @@ class _Pool:
                 count(message[-1] if message[0] != "error" else 0)
                 if message[0] == "end":
                     done.add(worker)
-                    active.pop(position)
+                    active.remove(worker)
                     position = position % len(active) if active else 0
                     continue
                 if message[0] == "error":
                     done.add(worker)
                     raise message[2]
                 yield self._receive(worker, message)
-                position = (position + 1) % len(active)
+                if ordered:
+                    position = (position + 1) % len(active)
         finally:
             self._end(pass_id, done, count)
 
@@ -534,8 +548,14 @@ class BatchWorkers:
         # Another pass is running on the persistent workers: this one gets its own.
         return _Pool(self.spec, self.num_workers, self.ring_size, self.context), True
 
-    def batches(self, epoch: int, count=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def batches(
+        self, epoch: int, count=None, *, ordered: bool = True
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """One pass over the workers' shards in ``epoch``'s order: ``(images, sources, locations)`` per batch.
+
+        Batches come round-robin from the workers (``ordered``, reproducible), or from whichever worker has one
+        ready first (``ordered=False``: a worker that the OS runs less often does not hold the others up; each
+        worker's batches keep their order, and a finite pass still reads every tile once).
 
         ``images`` is ``(n, H, W, C)`` uint8 (a view of a shared buffer, recycled once no array refers to it),
         ``sources`` the index of each tile's source, ``locations`` ``(n, 2)`` int64 tile centres (-1: none).
@@ -554,7 +574,7 @@ class BatchWorkers:
 
         pool, temporary = self._acquire()
         try:
-            yield from pool.run(epoch, counting)
+            yield from pool.run(epoch, counting, ordered)
         finally:
             if temporary:
                 pool.close()

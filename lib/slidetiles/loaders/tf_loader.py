@@ -240,7 +240,8 @@ def make_tf_dataset(
             docstring). ``n > 0``: ``n`` worker processes read, check and decode with simplejpeg into shared
             memory and hand whole batches to tf.data without a copy (:mod:`slidetiles.loaders.batch_workers`):
             faster, and the shards, order and augmentations are then those of ``make_torch_loader`` with the same
-            ``num_workers``. ``num_parallel_calls`` and ``deterministic`` do not apply there (it is deterministic).
+            ``num_workers``. ``num_parallel_calls`` does not apply there; ``deterministic=False`` takes each
+            batch from whichever worker has one ready (the batches are the same, their order depends on timing).
             The workers persist between passes; ``dataset.slidetiles_workers.close()`` stops them sooner than
             the dataset's garbage collection.
         multiprocessing_context: start method of the workers (default ``'fork'`` on Linux: the training script
@@ -288,7 +289,7 @@ def make_tf_dataset(
                 stats, int(num_workers), multiprocessing_context, rank=int(rank), world_size=int(world_size),
                 seed=seed, epoch=int(epoch), infinite=infinite, shuffle_buffer=int(shuffle_buffer),
                 verify=verify, on_error=on_error, drop_remainder=drop_remainder, incl_slidenames=incl_slidenames,
-                incl_loc=incl_loc,
+                incl_loc=incl_loc, deterministic=deterministic,
             )
         log.warning("make_tf_dataset: the tile size could not be read from the first record; "
                     "decoding in this process (num_workers ignored)")
@@ -399,7 +400,7 @@ def _finish_images(images, method):
 def _worker_dataset(
     sources, shape, batch_size, encoding, label_values, label_spec, slide_names, augmenter, method, stats,
     num_workers, multiprocessing_context, *, rank, world_size, seed, epoch, infinite, shuffle_buffer, verify,
-    on_error, drop_remainder, incl_slidenames, incl_loc,
+    on_error, drop_remainder, incl_slidenames, incl_loc, deterministic,
 ) -> tf.data.Dataset:
     """The ``num_workers > 0`` pipeline: whole uint8 batches from worker processes, standardised in the graph.
 
@@ -440,7 +441,7 @@ def _worker_dataset(
         if temporary:
             pool = start()
         try:
-            for images, index, loc in pool.batches(pass_epoch, stats.count):
+            for images, index, loc in pool.batches(pass_epoch, stats.count, ordered=deterministic):
                 out = [images, label_values[index]]
                 if incl_slidenames:
                     out.append(slide_names[index])
