@@ -137,6 +137,8 @@ def test_filter_downsample_is_slideflows_18px_patch():
     assert filter_downsample((1, 4, 16, 64), 299, level=1) == (3, 16)  # 64 // 4
     assert filter_downsample((1, 4, 16), 12) == (1, 4)
     assert filter_downsample((1,), 1) == (0, 1)
+    assert filter_downsample((1, 4, 6), 64, level=1) == (1, 1)  # 6 // 4 == 1: judged at the read level
+    assert filter_downsample((1, 4, 16), 2, level=2) == (2, 1)  # no coarser level below 2 px
 
 
 def test_otsu_level_is_slideflows(slideflow):

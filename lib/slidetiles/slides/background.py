@@ -164,7 +164,8 @@ def filter_downsample(level_downsamples, extract_px: int, level: int = 0) -> tup
 
     The filter level is the deepest pyramid level whose downsample is below ``extract_px`` (the tile's side in
     pixels of ``level``, the level tiles are read from); the patch judged is ``extract_px // ratio`` pixels wide,
-    ``ratio`` being the integer part of the two levels' downsample ratio.
+    ``ratio`` being the integer part of the two levels' downsample ratio. A ratio of 1 or less (a filter level no
+    coarser than ``level``, or less than twice as coarse) means the tile is judged as read: ``(level, 1)``.
 
     Example:
         >>> filter_downsample((1, 4, 16), 299)
@@ -177,4 +178,6 @@ def filter_downsample(level_downsamples, extract_px: int, level: int = 0) -> tup
     if below.size == 0:
         return level, 1
     filter_level = int(below.max())
-    return filter_level, max(1, int(downsamples[filter_level] // downsamples[level]))
+    ratio = int(downsamples[filter_level] // downsamples[level])
+    # Slideflow only reads the filter level when the ratio is above 1; otherwise it judges the tile as read.
+    return (filter_level, ratio) if ratio > 1 else (level, 1)
