@@ -11,9 +11,14 @@ from slidetiles.slides.background import (
     filter_downsample,
 )
 from slidetiles.slides.qc import blur_mask, otsu_level, otsu_mask, qc_mask, qc_masks, tile_keep_from_mask
+from slidetiles.slides.roi import ROI, find_roi_file, load_rois, roi_keep_mask
 from slidetiles.slides.synthetic import Scene, SyntheticSlide, make_scene, write_synthetic_slide
 
 __all__ = [
+    "ROI",
+    "find_roi_file",
+    "load_rois",
+    "roi_keep_mask",
     "Scene",
     "SyntheticSlide",
     "make_scene",

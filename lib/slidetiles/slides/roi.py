@@ -273,38 +273,45 @@ def _check_boxes(tile_boxes) -> np.ndarray:
     return boxes
 
 
-def _edges(area) -> np.ndarray:
-    """Every ring's edges of a (multi)polygon, as rows x1, y1, x2, y2."""
-    rows = []
+def _edges(area) -> tuple[np.ndarray, np.ndarray]:
+    """Every ring's edges of a (multi)polygon as rows x1, y1, x2, y2, and whether each edge's ring is clockwise."""
+    rows, clockwise = [], []
     for ring in shapely.get_rings(shapely.get_parts(area)):
         xy = shapely.get_coordinates(ring)
         rows.append(np.hstack([xy[:-1], xy[1:]]))
-    return np.vstack(rows)
+        clockwise.append(np.full(len(xy) - 1, not shapely.is_ccw(ring)))
+    return np.vstack(rows), np.concatenate(clockwise)
 
 
 def _on_boundary_inside(area, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """For points on the ROI boundary: inside by the half-open rule of GDAL's rasterizer.
+    """For points on the ROI boundary: inside or not, as GDAL's rasterizer (which Slideflow uses) decides.
 
-    Slideflow rasterises the ROIs with ``rasterio`` and a cell is in when its centre is: GDAL fills a scanline
-    between crossings of edges whose y range is half-open ``[ymin, ymax)``, from right after the left crossing up
-    to and including the right one. So a centre on a left or lower-y edge is out, on a right or upper-y edge in.
-    That is the even-odd count of edges met by a ray to the left, which we evaluate exactly with cross products
-    (no division), a few thousand points at a time.
+    Slideflow rasterises the ROIs with ``rasterio`` and a cell is in when its centre is; a centre on an edge is
+    decided by GDAL's scanline fill (``GDALdllImageFilledPolygon``): on each scanline it pairs the crossings of
+    edges whose y range is half-open ``[ymin, ymax)`` and fills from right after one crossing up to and including
+    the next, so a centre on an edge counts when the point just left of it (and just below, in y) is inside. On
+    top of that it burns the horizontal edges that run towards -x once it has turned every ring clockwise, that
+    is the edges with their ring's inside towards +y: the top edge of an outline and the top edge of a hole too.
+    We evaluate that exactly, with cross products instead of divisions, a few thousand points at a time.
     """
-    edges = _edges(area)
+    edges, clockwise = _edges(area)
     x1, y1, x2, y2 = (edges[:, k][None, :] for k in range(4))
     low, high = np.minimum(y1, y2), np.maximum(y1, y2)
     # Orient every edge upwards so the sign test below means "crossing left of the point".
     flip = y1 > y2
     ax, ay = np.where(flip, x2, x1), np.where(flip, y2, y1)
     bx, by = np.where(flip, x1, x2), np.where(flip, y1, y2)
+    burnt = (y1 == y2) & ((x2 < x1) == clockwise[None, :])
+    left_x, right_x = np.minimum(x1, x2), np.maximum(x1, x2)
     result = np.empty(len(x), dtype=bool)
-    step = max(1, 2_000_000 // len(edges))
+    step = max(1, 1_000_000 // len(edges))
     for start in range(0, len(x), step):
         px, py = x[start : start + step, None], y[start : start + step, None]
         spans = (low <= py) & (py < high)
         left = (py - ay) * (bx - ax) < (px - ax) * (by - ay)
-        result[start : start + step] = (spans & left).sum(axis=1) % 2 == 1
+        crossed = (spans & left).sum(axis=1) % 2 == 1
+        on_burnt = (burnt & (py == y1) & (left_x < px) & (px <= right_x)).any(axis=1)
+        result[start : start + step] = crossed | on_burnt
     return result
 
 
@@ -335,9 +342,37 @@ def _fractions_inside(area, boxes: np.ndarray) -> np.ndarray:
     crossing = shapely.intersects(boundary, tiles)
     near_share = _centres_inside(area, b).astype(float)
     sizes = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    near_share[crossing] = shapely.area(shapely.intersection(area, tiles[crossing])) / sizes[crossing]
+    near_share[crossing] = _areas_inside(area, b[crossing], tiles[crossing]) / sizes[crossing]
     share[near] = np.clip(near_share, 0.0, 1.0)
     return share
+
+
+def _areas_inside(area, b: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+    """Area of each tile inside ``area``; the tiles all cross its boundary.
+
+    Intersecting a tile with a polygon costs time in the polygon's vertices, and hand-drawn outlines have
+    thousands: so the area is first cut along a coarse grid of cells (a few tiles wide) where these tiles lie, and
+    each tile is intersected only with the small pieces it meets. The pieces do not overlap, so their areas
+    add up.
+    """
+    if len(tiles) < 64 or shapely.get_num_coordinates(area) < 256:
+        return shapely.area(shapely.intersection(area, tiles))
+    side = 8 * float(np.max(b[:, 2:] - b[:, :2]))
+    x0, y0 = b[:, 0].min(), b[:, 1].min()
+    first = np.floor((b[:, :2] - (x0, y0)) / side).astype(int)
+    last = np.floor((b[:, 2:] - (x0, y0)) / side).astype(int)
+    # Every cell a tile reaches (a tile spans at most two cells a side), not only those the boundary crosses.
+    used = np.zeros(tuple(last.max(axis=0) + 1), dtype=bool)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            used[np.minimum(first[:, 0] + dx, last[:, 0]), np.minimum(first[:, 1] + dy, last[:, 1])] = True
+    cx, cy = np.nonzero(used)
+    cells = shapely.box(x0 + cx * side, y0 + cy * side, x0 + (cx + 1) * side, y0 + (cy + 1) * side)
+    pieces = shapely.intersection(area, cells)
+    pieces = pieces[~shapely.is_empty(pieces)]
+    tile_idx, piece_idx = shapely.STRtree(pieces).query(tiles, predicate="intersects")
+    parts = shapely.area(shapely.intersection(pieces[piece_idx], tiles[tile_idx]))
+    return np.bincount(tile_idx, weights=parts, minlength=len(tiles))
 
 
 def roi_keep_mask(
