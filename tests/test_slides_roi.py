@@ -93,6 +93,14 @@ def test_polygons_of_other_labels_are_not_holes(tmp_path):
     assert [len(r.polygon.interiors) for r in rois] == [0, 0]
 
 
+def test_identical_polygons_are_not_holes_of_each_other(tmp_path):
+    # Slideflow skips containers equal to the polygon itself, so an exact duplicate stays a ROI of its own.
+    text = "roi_name,x_base,y_base\n" + square("a", 0, 0, 100, 100) + square("b", 0, 0, 100, 100)
+    text += square("c", 10, 10, 20, 20)
+    rois = load_rois(write_csv(tmp_path / "s.csv", text))
+    assert [(r.name, len(r.polygon.interiors)) for r in rois] == [("a", 1), ("b", 0)]
+
+
 def test_self_intersecting_polygon_repaired_into_parts(tmp_path):
     # A bow tie: make_valid gives its two triangles, each a ROI of the same name.
     text = "roi_name,x_base,y_base\nbow,0,0\nbow,100,100\nbow,100,0\nbow,0,100\n"
@@ -390,6 +398,8 @@ def test_same_roi_area_as_slideflow(slideflow, slide_with_rois):
     ours = load_rois(find_roi_file("s1", slide_with_rois[1]))
     assert shapely.union_all([r.polygon for r in ours]).symmetric_difference(theirs).area < 1e-6
     assert {r.name for r in ours} == {r.name for r in wsi.rois} == {"outer", "island", "other", "bow"}
+    holes = {r.name: len(r.holes) for r in wsi.rois}
+    assert {r.name: len(r.polygon.interiors) for r in ours} == holes == {"outer": 1, "island": 0, "other": 0, "bow": 0}
 
 
 @pytest.mark.parametrize("method", ["auto", "inside", "outside", "ignore"])

@@ -14,8 +14,8 @@ grid of ``WSI._build_coord``) wherever it decides something, so that the same CS
 - ``roi_method``: ``'auto'`` is ``'inside'`` when the slide has ROIs and keeps every tile otherwise; ``'ignore'``
   keeps every tile; ``'inside'``/``'outside'`` without any ROI is an error;
 - ``roi_filter_method='center'`` keeps a tile by its centre; a number ``f`` keeps it when at least ``f`` of its
-  area is inside (``'inside'``) or outside (``'outside'``) the ROIs. A centre exactly on an edge is decided by
-  the half-open rule of GDAL's rasterizer, which Slideflow uses (see :func:`_on_boundary_inside`).
+  area is inside (``'inside'``) or outside (``'outside'``) the ROIs. A centre exactly on an edge is decided as
+  GDAL's rasterizer, which Slideflow uses, decides it (see :func:`_on_boundary_inside`).
 
 Where Slideflow only approximates (it rasterises the polygons onto the tile grid, ignoring the grid's origin and
 using cell centres that drift from the tile centres when tiles overlap; fractions are counted on a 50 x 50 raster
