@@ -163,11 +163,12 @@ def test_jpeg_quality_is_slideflows(slides, tmp_path, sf_slide):
 
 def test_same_bytes_twice(slides, tmp_path):
     paths = []
-    for run in ("a", "b"):
+    # Twice, and with one thread and with three: the same bytes.
+    for run, threads in (("a", 1), ("b", 3), ("c", 3)):
         wsi = WSI(slides["ome"].path, 64, 100, stride_div=2)
-        paths.append(wsi.extract_tiles(tmp_path / run).tfrecord)
-    a, b = (open(p, "rb").read() for p in paths)
-    assert a == b and len(a) > 0
+        paths.append(wsi.extract_tiles(tmp_path / run, num_threads=threads).tfrecord)
+    a, b, c = (open(p, "rb").read() for p in paths)
+    assert a == b == c and len(a) > 0
 
 
 def test_loose_tiles_and_max_tiles(slides, tmp_path):

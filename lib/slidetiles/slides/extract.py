@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -103,19 +104,43 @@ def read_tile(wsi, x: int, y: int) -> np.ndarray:
     return wsi.reader.to_array(image, f"the tile at level-0 ({x}, {y})")
 
 
-def _background(wsi, corners: np.ndarray, ws_threshold: float, gs_threshold: float):
+def default_threads() -> int:
+    """Threads per slide by default: the CPUs this process may use, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def map_ordered(function, items, threads: int, window: int = 64):
+    """``map(function, items)`` on ``threads`` threads, results in input order, at most ``window`` per thread
+    in flight (libvips, OpenCV and the JPEG codecs release the GIL; the order keeps the output deterministic)."""
+    items = list(items)
+    if threads <= 1 or len(items) < 2:
+        yield from map(function, items)
+        return
+    step = threads * window
+    with ThreadPoolExecutor(threads, thread_name_prefix="slidetiles-extract") as pool:
+        for start in range(0, len(items), step):
+            yield from pool.map(function, items[start : start + step])
+
+
+def _background(wsi, corners: np.ndarray, ws_threshold: float, gs_threshold: float, threads: int = 1):
     """Whitespace and grayspace fraction of each tile, judged where Slideflow judges them."""
     reader, size = wsi.reader, wsi.size
     level, ratio = background.filter_downsample(reader.level_downsamples, size.extract_px, size.level)
     n = max(1, size.extract_px // ratio)
     ds = reader.level_downsamples[level]
-    white = np.empty(len(corners))
-    gray = np.empty(len(corners))
-    for i, (x, y) in enumerate(corners):
+
+    def judge(corner):
+        x, y = corner
         patch = reader.read(level, int(x // ds), int(y // ds), n, n)
         w, g = background.background_fractions(patch[None], ws_threshold, gs_threshold)
-        white[i], gray[i] = w[0], g[0]
-    return white, gray
+        return w[0], g[0]
+
+    fractions = np.array(list(map_ordered(judge, corners.tolist(), threads)), np.float64).reshape(-1, 2)
+    return fractions[:, 0], fractions[:, 1]
 
 
 def extract_tiles(
@@ -132,13 +157,15 @@ def extract_tiles(
     grayspace_threshold: float | None = None,
     max_tiles: int | None = None,
     dry_run: bool = False,
+    num_threads: int | None = None,
     **ignored,
 ) -> ExtractionReport | None:
     """Extract ``wsi``'s tiles to ``tfrecord_dir/<slide>.tfrecords`` (+ ``.index.npz``) and/or loose images.
 
     Loose images go to ``tiles_dir/<slide>/<slide>-<loc_x>-<loc_y>.<img_format>``. Background defaults are
     Slideflow's (whitespace off: fraction 1.0, threshold 230; grayspace fraction 0.6, threshold 0.05).
-    ``max_tiles`` keeps the first tiles in grid order.
+    ``max_tiles`` keeps the first tiles in grid order. ``num_threads`` (default :func:`default_threads`) reads
+    and encodes tiles in parallel; the output is the same for any number.
 
     Example:
         >>> wsi = slidetiles.WSI("slides/s1.svs", 299, 302)  # doctest: +SKIP
@@ -154,11 +181,12 @@ def extract_tiles(
     gs_f = background.DEFAULT_GRAYSPACE_FRACTION if grayspace_fraction is None else grayspace_fraction
     gs_t = background.DEFAULT_GRAYSPACE_THRESHOLD if grayspace_threshold is None else grayspace_threshold
 
+    threads = default_threads() if num_threads is None else max(1, int(num_threads))
     corners = wsi.kept_corners()
     removed = dict(wsi.removed_counts())
     white = gray = None
     if ws_f < 1 or gs_f < 1:
-        white, gray = _background(wsi, corners, ws_t, gs_t)
+        white, gray = _background(wsi, corners, ws_t, gs_t, threads)
         reasons = background.background_reasons(white, gray, ws_f, gs_f)
         for reason in (background.WHITESPACE, background.GRAYSPACE):
             removed[reason] = int(np.sum(reasons == reason))
@@ -173,7 +201,7 @@ def extract_tiles(
 
     tfrecord = None
     if not dry_run and len(corners) and (tfrecord_dir is not None or tiles_dir is not None):
-        tfrecord = _write(wsi, corners, centres, tfrecord_dir, tiles_dir, img_format, quality)
+        tfrecord = _write(wsi, corners, centres, tfrecord_dir, tiles_dir, img_format, quality, threads)
     if not len(corners):
         message = (
             f"{wsi.path}: no tile left after filtering (removed: {removed or 'none'}); no TFRecord written for "
@@ -197,7 +225,7 @@ def extract_tiles(
     )
 
 
-def _write(wsi, corners, centres, tfrecord_dir, tiles_dir, img_format, quality) -> str | None:
+def _write(wsi, corners, centres, tfrecord_dir, tiles_dir, img_format, quality, threads) -> str | None:
     writer = None
     target = None
     tile_folder = None
@@ -209,8 +237,10 @@ def _write(wsi, corners, centres, tfrecord_dir, tiles_dir, img_format, quality) 
         tile_folder = os.path.join(os.fspath(tiles_dir), wsi.name)
         os.makedirs(tile_folder, exist_ok=True)
     try:
-        for (x, y), (cx, cy) in zip(corners.tolist(), centres.tolist()):
-            data = encode_tile(read_tile(wsi, x, y), img_format, quality)
+        def tile_bytes(corner):
+            return encode_tile(read_tile(wsi, *corner), img_format, quality)
+
+        for data, (cx, cy) in zip(map_ordered(tile_bytes, corners.tolist(), threads), centres.tolist()):
             if writer is not None:
                 writer.write_tile(data, wsi.name, cx, cy)
             if tile_folder is not None:
