@@ -383,3 +383,11 @@ def test_openslide_reader_agrees_with_libvips(slides):
         assert a.shape == b.shape == (48, 64, 3)
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # two JPEG decoders
     osr.close()
+
+
+def test_not_rgb_brightfield_is_refused(tmp_path):
+    path = tmp_path / "fluorescence.tiff"
+    tifffile.imwrite(path, np.zeros((256, 256), np.uint16), tile=(64, 64), resolution=(40000, 40000),
+                     resolutionunit="CENTIMETER")
+    with pytest.raises(SlideFormatError, match=r"fluorescence\.tiff.*not an RGB brightfield slide"):
+        WSI(path, 64, 32)

@@ -27,6 +27,9 @@ import numpy as np
 from slidetiles.errors import SlideFormatError
 from slidetiles.slides import mpp as mpp_sources
 
+#: TIFF-based vendor formats (tifffile's flags) whose layout OpenSlide knows and libvips' TIFF loader does not
+#: (NDPI's 64-bit offsets and strip JPEGs, Leica SCN collections, Philips' DICOM-in-TIFF levels, Ventana BIF).
+OPENSLIDE_TIFF_FLAGS = ("ndpi", "scn", "philips", "bif")
 #: Padding of regions past the slide's edge (Slideflow pads edge tiles; white reads as background).
 PAD_VALUE = 255
 
@@ -222,9 +225,13 @@ def open_slide(path: str | os.PathLike) -> SlideReader:
     tiff_problem = None
     try:
         with tifffile.TiffFile(path) as tif:
-            if tif.series and tif.series[0].levels and len(tif.series[0].levels[0].shape) == 3:
+            vendor = [flag for flag in OPENSLIDE_TIFF_FLAGS if getattr(tif, f"is_{flag}", False)]
+            if vendor:
+                tiff_problem = f"a {vendor[0]} TIFF, read by OpenSlide"
+            elif tif.series and tif.series[0].levels:
                 return VipsTiffReader(path, tif)
-            tiff_problem = "tifffile finds no RGB image series in it"
+            else:
+                tiff_problem = "tifffile finds no image series in it"
     except SlideFormatError:
         raise
     except tifffile.TiffFileError as exc:
