@@ -328,12 +328,14 @@ def print_tf_table(tf_runs: dict) -> None:
         rows.append([
             name, n_tiles / statistics.median(runs), 1e6 * cpu / n_tiles,
             statistics.median(reference) / statistics.median(runs), statistics.median(paired), min(paired),
-            max(paired), reference_cpu / cpu,
+            max(paired), min(reference) / min(runs), reference_cpu / cpu,
         ])
     print("TensorFlow, one process, contenders interleaved epoch by epoch")
     print(table(rows, ["what", "tiles/s", "CPU us/tile (incl. workers)", "vs tf.data (medians)",
-                       "vs tf.data (median of paired runs)", "min", "max", "vs tf.data per CPU second"]))
+                       "vs tf.data (median of paired runs)", "min", "max", "vs tf.data (best epochs)",
+                       "vs tf.data per CPU second"]))
     print("  CPU us/tile: CPU time of the TF process (all its threads) and its worker processes, per tile;\n"
+          "  'best epochs': fastest epoch of tf.data / fastest of this one (other jobs only ever slow an epoch down);\n"
           "  'per CPU second': tf.data's CPU time per tile / this one's, the throughput ratio when both keep the\n"
           "  same cores busy (steadier than wall time when other jobs share the machine).\n")
 

@@ -18,10 +18,11 @@ With ``num_workers=0`` (default; everything in this process)::
 Why two: decoding is ~90% of the work. ``tf.io.decode_jpeg`` runs in tf.data's threads without the GIL but is
 ~1.37x slower than simplejpeg per tile (``benchmarks/bench_decode.py``), and tf.data adds per-element overhead;
 simplejpeg holds the GIL, so it can only run in parallel in separate processes. Measured on 2 cores
-(``benchmarks/bench_loaders.py``, tf.data in the same process, epochs interleaved; the machine was shared with
-other jobs, see the README for the figures): the worker path needs ~0.65x tf.data's CPU time per tile (CRCs
-checked, accurate IDCT) and runs faster than a tuned ``TFRecordDataset`` + ``decode_jpeg`` pipeline; the
-in-process path runs at 0.8-0.9x of it (its Python reader shares the cores with tf.data's decoding).
+(``benchmarks/bench_loaders.py --tf-only``, tf.data in the same process, epochs interleaved, on a machine shared
+with other jobs; figures in the README): the worker path needs 0.60-0.69x the CPU time per tile of a tuned
+``TFRecordDataset`` + ``decode_jpeg`` pipeline (CRCs checked, accurate IDCT), i.e. ~1.5x its throughput where
+both keep the same cores busy, and its fastest epochs ran at 1.18-1.36x tf.data's; the in-process path needs
+1.02-1.16x tf.data's CPU time (its Python reader shares the cores with tf.data's decoding).
 
 Pixels: both decode with libjpeg-turbo's accurate integer IDCT (``dct_method='INTEGER_ACCURATE'`` in-process,
 simplejpeg in the workers), so tiles are identical either way (TF's default, the fast IDCT, differs by up to 5
