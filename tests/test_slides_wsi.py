@@ -391,3 +391,34 @@ def test_not_rgb_brightfield_is_refused(tmp_path):
                      resolutionunit="CENTIMETER")
     with pytest.raises(SlideFormatError, match=r"fluorescence\.tiff.*not an RGB brightfield slide"):
         WSI(path, 64, 32)
+
+
+def test_mpp_parsers():
+    from slidetiles.slides import mpp
+
+    assert mpp.mpp_from_aperio("Aperio Image Library v12 |AppMag = 10|MPP = 1|Filename = a") == 1.0
+    assert mpp.mpp_from_aperio("Aperio Image Library v12 |AppMag = 10|Filename = a") is None
+    ome = ('<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0"><Pixels ID="P:0" '
+           'PhysicalSizeX="{}" PhysicalSizeXUnit="{}" SizeX="1" SizeY="1"/></Image></OME>')
+    assert mpp.mpp_from_ome(ome.format(250, "nm")) == pytest.approx(0.25)
+    assert mpp.mpp_from_ome(ome.format(0.5, "µm")) == 0.5
+    assert mpp.mpp_from_ome(ome.format(0, "µm")) is None
+    assert mpp.mpp_from_resolution((40000, 1), 3) == 0.25
+    assert mpp.mpp_from_resolution(1.0, 1) is None  # unit "none"
+    assert mpp.mpp_from_properties({"openslide.mpp-x": "0.2527"}) == 0.2527
+    assert mpp.mpp_from_properties({"openslide.vendor": "generic-tiff"}) is None
+
+
+def test_magnification_level_within_rounding_is_slideflows():
+    # A 24,001-px slide: its 10x level has downsample 4.0002; Slideflow uses that level's own downsample.
+    size = tile_size(100, "10x", mpp=0.25, level_downsamples=(1.0, 4.0002, 16.001))
+    assert (size.full_extract_px, size.level, size.extract_px) == (400, 1, 100)
+    size = tile_size(100, "20x", mpp=0.25, level_downsamples=(1.0, 4.0002, 16.001))
+    assert (size.full_extract_px, size.level, size.extract_px) == (200, 0, 200)
+
+
+def test_thumbnail(slides):
+    wsi = WSI(slides["ome"].path, 64, 100)
+    thumb = wsi.thumb(width=200)
+    assert thumb.size == (200, 150)
+    assert wsi.thumbnail(mpp=4.0).size == (100, 75)

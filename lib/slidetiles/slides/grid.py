@@ -115,11 +115,18 @@ def tile_size(
         full = int(downsample * tile_px + _EPS)
         actual = int(downsample * mpp * tile_px)
     else:
+        matching = []
         full = int(tile_um / mpp)
         actual = tile_um
     if full <= 0:
         raise ValueError(f"a tile of {tile_um} at {mpp} um/px is less than one level-0 pixel")
-    level = best_level(downsamples, full / tile_px) if enable_downsample else 0
+    if matching and enable_downsample:
+        # Slideflow reads a magnification's own level, tile_px pixels of it, whatever rounding its size carries.
+        level = downsamples.index(downsample)
+        extract = tile_px
+    else:
+        level = best_level(downsamples, full / tile_px) if enable_downsample else 0
+        extract = max(1, int(full // downsamples[level]))  # Slideflow floors it: a level pixel less at most
     level_ds = downsamples[level]
     return TileSize(
         tile_px=tile_px,
@@ -129,7 +136,7 @@ def tile_size(
         stride_px=int(np.round(full / stride_div)),
         level=level,
         level_downsample=level_ds,
-        extract_px=max(1, int(full // level_ds)),  # Slideflow floors it: a tile may span a level pixel less
+        extract_px=extract,
         label=tile_label(tile_px, tile_um),
     )
 
