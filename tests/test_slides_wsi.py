@@ -422,3 +422,13 @@ def test_thumbnail(slides):
     thumb = wsi.thumb(width=200)
     assert thumb.size == (200, 150)
     assert wsi.thumbnail(mpp=4.0).size == (100, 75)
+
+
+def test_slide_names_as_slideflow(slides, tmp_path, slideflow):
+    from slidetiles.slides.wsi import slide_name
+
+    for path in ("a/TCGA-01.svs", "s2.ome.tiff", "s3.ome.tif", "a.b.svs", "noext", "x.OME.TIFF"):
+        assert slide_name(path) == slideflow.util.path_to_name(path)
+    report = WSI(slides["ome"].path, 64, 100).extract_tiles(tmp_path, grayspace_fraction=1.0)
+    assert os.path.basename(report.tfrecord) == "s_ome.tfrecords"
+    assert TFRecord(report.tfrecord)[0]["slide"] == "s_ome"

@@ -19,10 +19,9 @@ from slidetiles.errors import DatasetError, ROIError, SlideError
 
 log = logging.getLogger(__name__)
 
-#: Slide file extensions looked for in a source's slides folder (Slideflow's list, lower case).
-SLIDE_EXTENSIONS = (
-    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".czi",
-)
+#: Slide file extensions looked for in a source's slides folder: Slideflow's, less its plain images (jpg, png: no
+#: pyramid, no MPP), plus OpenSlide's DICOM.
+SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
 
 
 @dataclass

@@ -6,8 +6,10 @@ second as OpenSlide 4.0.1 and tiffslide 0.64-0.84x OpenSlide. So TIFF-family sli
 pyramidal TIFF, OME-TIFF with SubIFD or page pyramids, and the other TIFF-based formats whose pyramid tifffile
 recognises) are read by libvips, with the pyramid's levels found by tifffile, which knows each vendor's page layout
 (Aperio's thumbnail and label pages, OME SubIFDs, reduced-resolution pages). pyvips-binary has no OpenSlide loader,
-so everything else OpenSlide opens (openslide-bin 4: Hamamatsu VMS/VMU, MIRAX, Leica SCN, Ventana BIF, Philips
-TIFF, Sakura SVSLIDE, Zeiss CZI, DICOM WSI, NDPI where tifffile sees no pyramid) is read through OpenSlide.
+so the other formats OpenSlide 4.0 opens are read through OpenSlide (openslide-bin): Hamamatsu NDPI/VMS/VMU, MIRAX
+(.mrxs), Leica SCN, Ventana BIF, Philips TIFF, Sakura SVSLIDE and DICOM WSI (.dcm). Only the TIFF-based ones that
+tifffile flags go there directly (:data:`OPENSLIDE_TIFF_FLAGS`); a Trestle or Ventana .tif that tifffile reads as
+a plain pyramid is read by libvips as one.
 
 Example:
     >>> reader = open_slide("slide1.svs")  # doctest: +SKIP
@@ -245,7 +247,7 @@ def open_slide(path: str | os.PathLike) -> SlideReader:
             path,
             f"unsupported or corrupt slide file ({tiff_problem}; OpenSlide does not recognise it either). "
             "Supported: Aperio SVS, generic tiled TIFF, OME-TIFF and the formats OpenSlide reads "
-            "(NDPI, MRXS, SCN, BIF, VMS, CZI, DICOM...); re-export or re-copy the slide",
+            "(NDPI, MRXS, SCN, BIF, VMS/VMU, SVSLIDE, Philips TIFF, DICOM); re-export or re-copy the slide",
         )
     return OpenSlideReader(path)
 

@@ -25,14 +25,22 @@ log = logging.getLogger(__name__)
 ROI_METHODS = ("auto", "inside", "outside", "ignore")
 
 
-def slide_name(path: str | os.PathLike) -> str:
-    """The slide's name as Slideflow derives it: the file name without its last extension.
+#: Two-part extensions Slideflow strips whole (``path_to_name``; compared case-sensitively, as Slideflow does).
+_DOUBLE_EXTENSIONS = ("ome.tif", "ome.tiff")
 
-    >>> slide_name("/data/slides/TCGA-01.svs"), slide_name("s2.ome.tiff")
-    ('TCGA-01', 's2.ome')
+
+def slide_name(path: str | os.PathLike) -> str:
+    """The slide's name as Slideflow derives it: the file name without its extension (``.ome.tiff`` whole).
+
+    >>> slide_name("/data/slides/TCGA-01.svs"), slide_name("s2.ome.tiff"), slide_name("a.b.svs")
+    ('TCGA-01', 's2', 'a.b')
     """
-    base = os.path.basename(os.fspath(path))
-    return base.rsplit(".", 1)[0] if "." in base else base
+    parts = os.path.basename(os.fspath(path)).split(".")
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) > 2 and ".".join(parts[-2:]) in _DOUBLE_EXTENSIONS:
+        return ".".join(parts[:-2])
+    return ".".join(parts[:-1])
 
 
 class WSI:
