@@ -432,3 +432,14 @@ def test_slide_names_as_slideflow(slides, tmp_path, slideflow):
     report = WSI(slides["ome"].path, 64, 100).extract_tiles(tmp_path, grayspace_fraction=1.0)
     assert os.path.basename(report.tfrecord) == "s_ome.tfrecords"
     assert TFRecord(report.tfrecord)[0]["slide"] == "s_ome"
+
+
+def test_edge_tiles_padded_white(slides, tmp_path):
+    wsi = WSI(slides["plain"].path, 60, 150, use_edge_tiles=True)  # 600 level-0 px: the last column overhangs
+    assert wsi.full_extract_px == 600 and sorted({x for x, _ in wsi.coord[:, :2].tolist()}) == [0, 600, 1200]
+    report = wsi.extract_tiles(tmp_path, img_format="png", grayspace_fraction=1.0)
+    records = TFRecord(report.tfrecord)
+    edge = [r for r in records if r["loc_x"] == 1500 and r["loc_y"] == 300][0]
+    pixels = _decode(edge["image_raw"])
+    assert (pixels[:, 41:] == 255).all()  # 200 of 600 px past the edge: the right third, after resizing
+    assert (pixels[:, :38] != 255).any()
