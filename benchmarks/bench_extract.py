@@ -76,7 +76,8 @@ def openslide_script(path: str, tile_px: int, tile_um: int, stride_div: int, out
     with TFRecordWriter(out) as writer:
         for y in range(0, h + 1 - full, stride):
             for x in range(0, w + 1 - full, stride):
-                region = slide.read_region((x, y), level, (n, n)).convert("RGB").resize((tile_px, tile_px), Image.LANCZOS)
+                region = slide.read_region((x, y), level, (n, n)).convert("RGB")
+                region = region.resize((tile_px, tile_px), Image.LANCZOS)
                 bgr = cv2.cvtColor(np.asarray(region), cv2.COLOR_RGB2BGR)
                 data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
                 writer.write_tile(data, "s", x + full // 2, y + full // 2)
@@ -135,7 +136,8 @@ def main() -> None:
 
     all_tiles = interleaved_medians(
         {"slidetiles": run_ours(1.0, "slidetiles"), "slideflow": run_slideflow(1.0, "slideflow"),
-         "openslide_script": run_script, f"slidetiles_{threads}_threads": run_ours(1.0, f"slidetiles_{threads}_threads", threads)},
+         "openslide_script": run_script,
+         f"slidetiles_{threads}_threads": run_ours(1.0, f"slidetiles_{threads}_threads", threads)},
         runs=args.runs,
     )
     filtered = interleaved_medians(

@@ -29,7 +29,9 @@ _APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 # ResolutionUnit tag values: 2 and 3 are baseline TIFF; 4 and 5 are the vendor extensions tifffile also knows.
 _MICRONS_PER_UNIT = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}
 # OME's UnitsLength spellings for the sizes a pixel can have.
-_OME_UNITS = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "pm": 1e-6}
+_OME_UNITS = {
+    "µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "pm": 1e-6,
+}
 
 
 def _positive(value) -> float | None:

@@ -61,7 +61,7 @@ class SlideReader:
         return len(self.level_dimensions)
 
     def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """RGB ``(height, width, 3)`` uint8 pixels of ``level``, top-left at level pixel ``(x, y)``; white past edges."""
+        """RGB ``(height, width, 3)`` uint8 pixels of ``level`` from level pixel ``(x, y)``; white past the edges."""
         lw, lh = self.level_dimensions[level]
         out = None
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, lw), min(y + height, lh)
