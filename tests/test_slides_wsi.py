@@ -350,6 +350,13 @@ def test_dataset_extract_tiles(slides, tmp_path, roi_dir):
     again = after.extract_tiles(grayspace_fraction=1.0)
     assert list(again) == [str(root / "slides" / "broken.svs")]
     assert os.stat(folder / "s_plain.tfrecords").st_mtime_ns == stamp
+    # Slideflow's qc and qc_* options reach the slide's QC (nothing written without save_tfrecords/save_tiles).
+    dry = after.extract_tiles(save_tfrecords=False, qc="otsu", qc_filter_threshold=0.6, grayspace_fraction=1.0)
+    direct = WSI(slides["plain"].path, 64, 50)
+    direct.qc("otsu")
+    assert dry[str(root / "slides" / "s_plain.tiff")].num_tiles == direct.estimated_num_tiles < len(direct.coord)
+    assert sorted(os.listdir(folder)) == ["s_aperio.index.npz", "s_aperio.tfrecords", "s_plain.index.npz",
+                                          "s_plain.tfrecords"]
 
 
 @pytest.mark.parametrize("tile_px, tile_um", [(64, 50), (64, 100), (100, "10x")])
@@ -443,3 +450,13 @@ def test_edge_tiles_padded_white(slides, tmp_path):
     pixels = _decode(edge["image_raw"])
     assert (pixels[:, 41:] == 255).all()  # 200 of 600 px past the edge: the right third, after resizing
     assert (pixels[:, :38] != 255).any()
+
+
+def test_extraction_options_checked(slides):
+    wsi = WSI(slides["plain"].path, 64, 100)
+    with pytest.raises(TypeError, match="grayspace_fracion"):
+        wsi.extract_tiles(None, dry_run=True, grayspace_fracion=0.5)
+    with pytest.raises(ValueError, match="normalizer"):
+        wsi.extract_tiles(None, dry_run=True, normalizer="reinhard")
+    # Slideflow's scheduling options are accepted (tiles stay in grid order).
+    assert wsi.extract_tiles(None, dry_run=True, shuffle=True, num_processes=4, normalizer=None).num_tiles > 0

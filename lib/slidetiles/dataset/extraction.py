@@ -72,6 +72,11 @@ def extract_dataset_tiles(
     if not dataset.tile_px or not dataset.tile_um:
         raise DatasetError("extract_tiles() needs a tile size: Dataset(..., tile_px=299, tile_um=302)")
     label = dataset.label
+    # Slideflow's qc_* options, by our names (qc_mpp: we judge blur at Slideflow's default, 4x the tile's um/px).
+    qc_names = {"qc_filter_threshold": "filter_threshold", "qc_blur_radius": "blur_sigma",
+                "qc_blur_threshold": "blur_threshold"}
+    qc_options = {qc_names[k]: kwargs.pop(k) for k in list(kwargs) if k in qc_names}
+    kwargs.pop("qc_mpp", None)
     names = dataset.sources_names if source is None else ([source] if isinstance(source, str) else list(source))
     wanted = None
     if dataset._setup.annotations is not None:
@@ -111,7 +116,9 @@ def extract_dataset_tiles(
                     artifact_labels=artifact_labels,
                     mpp=mpp_override,
                 )
-                results[path] = wsi.extract_tiles(tfrecord_dir, tiles_dir, report=report, qc=qc, **kwargs)
+                if qc is not None:
+                    wsi.qc(qc, **qc_options)
+                results[path] = wsi.extract_tiles(tfrecord_dir, tiles_dir, report=report, **kwargs)
             except (SlideError, ROIError) as exc:
                 log.error("%s: skipped: %s", slide, exc)
                 results[path] = SlideFailure(path, exc)

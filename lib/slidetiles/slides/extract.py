@@ -33,6 +33,15 @@ log = logging.getLogger(__name__)
 #: Slideflow's JPEG quality (OpenCV's default, which Slideflow's ``numpy2jpg`` relies on).
 DEFAULT_QUALITY = 95
 IMG_FORMATS = ("jpg", "jpeg", "png")
+#: Slideflow extraction options about how it schedules work: accepted and not needed here (we keep grid order).
+SCHEDULING_OPTIONS = frozenset(
+    {"shuffle", "num_processes", "show_progress", "pool", "lazy_iter", "deterministic", "pb", "buffer", "q_size"}
+)
+#: Slideflow extraction options slidetiles does not implement: refused when set, never silently skipped.
+UNSUPPORTED_OPTIONS = frozenset(
+    {"normalizer", "normalizer_source", "context_normalize", "full_core", "yolo", "draw_roi", "shard",
+     "from_centroids", "apply_masks"}
+)
 
 
 class EmptySlideWarning(UserWarning):
@@ -174,8 +183,7 @@ def extract_tiles(
     """
     if img_format not in IMG_FORMATS:
         raise ValueError(f"img_format={img_format!r}: use 'jpg' or 'png'")
-    if ignored:
-        log.debug("%s: extraction options not used by slidetiles: %s", wsi.name, sorted(ignored))
+    _check_options(ignored)
     ws_f = background.DEFAULT_WHITESPACE_FRACTION if whitespace_fraction is None else whitespace_fraction
     ws_t = background.DEFAULT_WHITESPACE_THRESHOLD if whitespace_threshold is None else whitespace_threshold
     gs_f = background.DEFAULT_GRAYSPACE_FRACTION if grayspace_fraction is None else grayspace_fraction
@@ -223,6 +231,18 @@ def extract_tiles(
         gs_fraction=gray if gs_f < 1 else None,
         removed=removed,
     )
+
+
+def _check_options(options: dict) -> None:
+    unknown = sorted(set(options) - SCHEDULING_OPTIONS - UNSUPPORTED_OPTIONS)
+    if unknown:
+        raise TypeError(f"extract_tiles() got unexpected keyword argument(s) {unknown}")
+    unsupported = sorted(k for k in UNSUPPORTED_OPTIONS & set(options) if options[k] not in (None, False))
+    if unsupported:
+        raise ValueError(
+            f"extract_tiles(): {unsupported} not supported by slidetiles (stain normalisation, cell/core modes, "
+            "shards); leave them unset"
+        )
 
 
 def _write(wsi, corners, centres, tfrecord_dir, tiles_dir, img_format, quality, threads) -> str | None:
