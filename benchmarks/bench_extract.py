@@ -21,9 +21,10 @@ both judge on the same coarse patch. Runs are interleaved round-robin; medians. 
 much on a shared machine.
 
 Measured here (16,000 x 12,000 slide, 299 px / 302 um, stride_div 2: 450 tiles; 2 cores shared with other jobs;
-3 interleaved runs): one thread, all tiles: slidetiles 79 tiles/s, 1.26x Slideflow (63 tiles/s), the OpenSlide
-script 0.97x; slidetiles on 2 threads 1.51x. With the 0.6 grayspace filter (132 tiles kept): slidetiles 1.58x
-Slideflow. Tile bytes identical to Slideflow's in every run.
+two sessions of 3 interleaved runs each): one thread, all tiles: slidetiles 0.95-1.26x Slideflow (63-112 tiles/s
+for Slideflow), the OpenSlide script 0.94-0.97x; slidetiles on 2 threads 1.02-1.51x. With the 0.6 grayspace
+filter (132 tiles kept): slidetiles 1.20-1.58x Slideflow. So: on par tile for tile (the same libvips reads and
+resizes), ahead when tiles are filtered. Tile bytes identical to Slideflow's in every run.
 """
 
 from __future__ import annotations
