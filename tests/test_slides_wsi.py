@@ -352,6 +352,9 @@ def test_dataset_extract_tiles(slides, tmp_path, roi_dir):
     assert os.stat(folder / "s_plain.tfrecords").st_mtime_ns == stamp
     # Slideflow's qc and qc_* options reach the slide's QC (nothing written without save_tfrecords/save_tiles).
     dry = after.extract_tiles(save_tfrecords=False, qc="otsu", qc_filter_threshold=0.6, grayspace_fraction=1.0)
+    blur = after.extract_tiles(save_tfrecords=False, qc="blur", qc_blur_radius=3, qc_blur_threshold=0.02,
+                               grayspace_fraction=1.0)
+    assert blur[str(root / "slides" / "s_plain.tiff")].removed["qc"] > 0
     direct = WSI(slides["plain"].path, 64, 50)
     direct.qc("otsu")
     assert dry[str(root / "slides" / "s_plain.tiff")].num_tiles == direct.estimated_num_tiles < len(direct.coord)

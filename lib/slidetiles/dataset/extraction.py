@@ -73,7 +73,7 @@ def extract_dataset_tiles(
         raise DatasetError("extract_tiles() needs a tile size: Dataset(..., tile_px=299, tile_um=302)")
     label = dataset.label
     # Slideflow's qc_* options, by our names (qc_mpp: we judge blur at Slideflow's default, 4x the tile's um/px).
-    qc_names = {"qc_filter_threshold": "filter_threshold", "qc_blur_radius": "blur_sigma",
+    qc_names = {"qc_filter_threshold": "filter_threshold", "qc_blur_radius": "blur_radius",
                 "qc_blur_threshold": "blur_threshold"}
     qc_options = {qc_names[k]: kwargs.pop(k) for k in list(kwargs) if k in qc_names}
     kwargs.pop("qc_mpp", None)
