@@ -83,8 +83,8 @@ def main(argv=None) -> None:
     from slidetiles import Dataset, loaders_from_artifacts
 
     started = time.perf_counter()
-    # torch decodes in DataLoader worker processes; tf.data uses its own parallelism.
-    parallelism = {"num_workers": ns.workers} if ns.framework == "torch" else {"num_parallel_calls": ns.workers}
+    # Both frameworks decode in worker processes (the TensorFlow loader's num_workers is its fast path).
+    parallelism = {"num_workers": ns.workers}
     # The three lines a training script needs:
     train, val = loaders_from_artifacts(ns.manifest, ns.split, fold=ns.fold, labels=ns.labels,
                                         framework=ns.framework, batch_size=ns.batch_size, infinite=False,

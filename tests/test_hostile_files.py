@@ -577,9 +577,7 @@ def test_temporary_names_are_recognised_by_the_cleaner(tmp_path):
 def test_every_error_class_pickles_with_its_attributes():
     samples = {
         errors_module.TFRecordError: ("/a.tfrecords", "bad", 3, 99),
-        errors_module.TFRecordIndexError: ("/a.index.npz", "bad"),
-        errors_module.StaleIndexError: ("/a.index.npz", "bad"),
-        errors_module.TileImageError: ("/t.jpg", "bad"),
+        errors_module.FileError: ("/a.index.npz", "bad"),
         errors_module.OutputWriteError: ("/a.tfrecords", errno.EFBIG, "bad"),
         errors_module.StaleManifestError: ("/m.json", ["/a"], ["/b"]),
     }

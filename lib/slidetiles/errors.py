@@ -82,8 +82,13 @@ class InvalidExampleError(TFRecordError):
     hint = "the record is not a tf.train.Example; was the file written by another tool?"
 
 
-class TFRecordIndexError(SlidetilesError, ValueError):
-    """An index file that cannot be used for its TFRecord."""
+class FileError(SlidetilesError, ValueError):
+    """A file of the user's that cannot be used as asked. The message starts with the file's path.
+
+    Attributes:
+        path: the file.
+        detail: the message without the path.
+    """
 
     def __init__(self, path: str | os.PathLike, message: str):
         self.path = os.fspath(path)
@@ -95,20 +100,16 @@ class TFRecordIndexError(SlidetilesError, ValueError):
         return (self.__class__, (self.path, self.detail))
 
 
+class TFRecordIndexError(FileError):
+    """An index file that cannot be used for its TFRecord."""
+
+
 class StaleIndexError(TFRecordIndexError):
     """The TFRecord changed after its index was written, and the index is not ours to rebuild."""
 
 
-class TileImageError(SlidetilesError, ValueError):
+class TileImageError(FileError):
     """A tile image that cannot be read or stored."""
-
-    def __init__(self, path: str | os.PathLike, message: str):
-        self.path = os.fspath(path)
-        self.detail = message
-        super().__init__(f"{self.path}: {message}")
-
-    def __reduce__(self):
-        return (self.__class__, (self.path, self.detail))
 
 
 class OutputWriteError(SlidetilesError, OSError):
@@ -167,20 +168,8 @@ class StaleManifestError(SlidetilesError, ValueError):
         return (self.__class__, (self.path, self.changed, self.missing, str(self)))
 
 
-class SlideError(SlidetilesError, ValueError):
-    """A whole-slide image that cannot be tiled as asked. The message starts with the slide's path.
-
-    Attributes:
-        path: the slide file.
-    """
-
-    def __init__(self, path: str | os.PathLike, message: str):
-        self.path = os.fspath(path)
-        self.detail = message
-        super().__init__(f"{self.path}: {message}")
-
-    def __reduce__(self):
-        return (self.__class__, (self.path, self.detail))
+class SlideError(FileError):
+    """A whole-slide image that cannot be tiled as asked. The message starts with the slide's path."""
 
 
 class SlideFormatError(SlideError):
