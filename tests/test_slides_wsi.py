@@ -463,3 +463,24 @@ def test_extraction_options_checked(slides):
         wsi.extract_tiles(None, dry_run=True, normalizer="reinhard")
     # Slideflow's scheduling options are accepted (tiles stay in grid order).
     assert wsi.extract_tiles(None, dry_run=True, shuffle=True, num_processes=4, normalizer=None).num_tiles > 0
+
+
+@pytest.mark.parametrize("kind, tile_px, tile_um, stride_div, edge", [
+    ("plain", 64, 100, 1, False), ("aperio", 64, 50, 2, True), ("ome", 100, "10x", 1, True), ("plain", 32, 20, 1, True),
+])
+def test_background_bands_judge_each_tile_as_its_own_patch(slides, kind, tile_px, tile_um, stride_div, edge):
+    # Background is judged on bands of the filter level: each tile's fractions equal those of its own patch read
+    # alone (Slideflow's per-tile read), for any band width, sparse tiles (every third kept) and edge tiles.
+    from slidetiles.slides import background
+    from slidetiles.slides.extract import _background
+
+    wsi = WSI(str(slides[kind].path), tile_px, tile_um, stride_div=stride_div, use_edge_tiles=edge)
+    reader, size = wsi.reader, wsi.size
+    level, ratio = background.filter_downsample(reader.level_downsamples, size.extract_px, size.level)
+    n, ds = max(1, size.extract_px // ratio), reader.level_downsamples[level]
+    for corners in (wsi.kept_corners(), wsi.kept_corners()[::3]):
+        patches = np.stack([reader.read(level, int(x // ds), int(y // ds), n, n) for x, y in corners.tolist()])
+        expected = background.background_fractions(patches)
+        for span, threads in ((0, 1), (1, 2), (3 * n, 2)):
+            white, gray = _background(wsi, corners, 230, 0.05, threads, band_span=span)
+            assert white.tolist() == expected[0].tolist() and gray.tolist() == expected[1].tolist()

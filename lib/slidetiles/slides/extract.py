@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: Slideflow's JPEG quality (OpenCV's default, which Slideflow's ``numpy2jpg`` relies on).
 DEFAULT_QUALITY = 95
 IMG_FORMATS = ("jpg", "jpeg", "png")
+#: Widest band (filter-level pixels) read at once to judge background: bounds memory whatever the slide size.
+BAND_SPAN = 4096
 #: Slideflow extraction options about how it schedules work: accepted and not needed here (we keep grid order).
 SCHEDULING_OPTIONS = frozenset(
     {"shuffle", "num_processes", "show_progress", "pool", "lazy_iter", "deterministic", "pb", "buffer", "q_size"}
@@ -135,21 +137,52 @@ def map_ordered(function, items, threads: int, window: int = 64):
             yield from pool.map(function, items[start : start + step])
 
 
-def _background(wsi, corners: np.ndarray, ws_threshold: float, gs_threshold: float, threads: int = 1):
-    """Whitespace and grayspace fraction of each tile, judged where Slideflow judges them."""
+def _background_chunks(corners: np.ndarray, ds: float, n: int, max_span: int):
+    """Runs of tiles judged from one band read: same grid row, at most ``max_span`` filter-level pixels wide.
+
+    Yields ``(start, stop, x0, y0, width)``: corners[start:stop] lie in the band of ``n`` rows from level pixel
+    ``y0``, ``width`` pixels from ``x0``.
+    """
+    px = (corners[:, 0] // ds).astype(np.int64)
+    py = (corners[:, 1] // ds).astype(np.int64)
+    start = 0
+    for i in range(1, len(corners) + 1):
+        if i == len(corners) or py[i] != py[start] or px[i] + n - px[start] > max_span:
+            yield start, i, int(px[start]), int(py[start]), int(px[i - 1] + n - px[start])
+            start = i
+
+
+def _background(
+    wsi, corners: np.ndarray, ws_threshold: float, gs_threshold: float, threads: int = 1, band_span: int = 0
+):
+    """Whitespace and grayspace fraction of each tile, judged where Slideflow judges them.
+
+    Each tile's patch is the ``n x n`` level pixels from ``(x // ds, y // ds)`` of the filter level, as Slideflow
+    reads it. Rather than one read per tile, a run of tiles on one grid row is read as one band of that level
+    (a pixel's value does not depend on the region it is read in; past the edge it is white either way), and the
+    band's patches are judged together. Bands are at most ``band_span`` (default :data:`BAND_SPAN`) pixels wide,
+    so memory does not grow with the slide.
+    """
     reader, size = wsi.reader, wsi.size
     level, ratio = background.filter_downsample(reader.level_downsamples, size.extract_px, size.level)
     n = max(1, size.extract_px // ratio)
     ds = reader.level_downsamples[level]
+    corners = np.asarray(corners, np.int64).reshape(-1, 2)
+    white = np.empty(len(corners), np.float64)
+    gray = np.empty(len(corners), np.float64)
+    if not len(corners):
+        return white, gray
+    offsets = (corners[:, 0] // ds).astype(np.int64)
 
-    def judge(corner):
-        x, y = corner
-        patch = reader.read(level, int(x // ds), int(y // ds), n, n)
-        w, g = background.background_fractions(patch[None], ws_threshold, gs_threshold)
-        return w[0], g[0]
+    def judge(chunk):
+        start, stop, x0, y0, width = chunk
+        band = reader.read(level, x0, y0, width, n)
+        patches = np.stack([band[:, x - x0 : x - x0 + n] for x in offsets[start:stop].tolist()])
+        white[start:stop], gray[start:stop] = background.background_fractions(patches, ws_threshold, gs_threshold)
 
-    fractions = np.array(list(map_ordered(judge, corners.tolist(), threads)), np.float64).reshape(-1, 2)
-    return fractions[:, 0], fractions[:, 1]
+    for _ in map_ordered(judge, _background_chunks(corners, ds, n, max(band_span or BAND_SPAN, n)), threads, window=4):
+        pass
+    return white, gray
 
 
 def extract_tiles(
