@@ -484,3 +484,27 @@ def test_background_bands_judge_each_tile_as_its_own_patch(slides, kind, tile_px
         for span, threads in ((0, 1), (1, 2), (3 * n, 2)):
             white, gray = _background(wsi, corners, 230, 0.05, threads, band_span=span)
             assert white.tolist() == expected[0].tolist() and gray.tolist() == expected[1].tolist()
+
+
+@pytest.mark.parametrize("kind, tile_px, tile_um, stride_div, edge", [
+    ("plain", 64, 100, 1, False), ("aperio", 64, 50, 2, True), ("ome", 100, "10x", 1, True), ("plain", 48, 30, 3, True),
+])
+def test_tiles_read_in_runs_are_each_tiles_own(slides, kind, tile_px, tile_um, stride_div, edge):
+    # Runs of neighbouring tiles are read as one region and cut: each tile's pixels are read_tile's, whatever the
+    # run length, with gaps (every third tile), overlaps (stride_div > 1) and tiles padded past the edge.
+    from slidetiles.slides.extract import read_tile, read_tiles
+
+    wsi = WSI(str(slides[kind].path), tile_px, tile_um, stride_div=stride_div, use_edge_tiles=edge)
+    for corners in (wsi.kept_corners(), wsi.kept_corners()[::3], wsi.kept_corners()[1::2]):
+        expected = np.stack([read_tile(wsi, x, y) for x, y in corners.tolist()])
+        for run in (0, 1, 3):
+            assert np.array_equal(read_tiles(wsi, corners, run_tiles=run), expected)
+
+
+def test_same_bytes_for_any_thread_count(slides, tmp_path):
+    wsi = WSI(str(slides["aperio"].path), 64, 50, stride_div=2)
+    data = []
+    for threads in (1, 2, 3):
+        report = wsi.extract_tiles(tmp_path / str(threads), num_threads=threads, grayspace_fraction=0.9)
+        data.append([r["image_raw"] for r in TFRecord(report.tfrecord)])
+    assert len(data[0]) > 20 and data[0] == data[1] == data[2]

@@ -35,6 +35,8 @@ DEFAULT_QUALITY = 95
 IMG_FORMATS = ("jpg", "jpeg", "png")
 #: Widest band (filter-level pixels) read at once to judge background: bounds memory whatever the slide size.
 BAND_SPAN = 4096
+#: Most tiles read as one region (a run of neighbours on a grid row): ~12 MB of 512-px regions at most.
+RUN_TILES = 16
 #: Slideflow extraction options about how it schedules work: accepted and not needed here (we keep grid order).
 SCHEDULING_OPTIONS = frozenset(
     {"shuffle", "num_processes", "show_progress", "pool", "lazy_iter", "deterministic", "pb", "buffer", "q_size"}
@@ -93,6 +95,16 @@ def encode_tile(rgb: np.ndarray, img_format: str = "jpg", quality: int = DEFAULT
     return buf.tobytes()
 
 
+def _resized(image, size):
+    """``image`` (``extract_px`` square) resized to ``tile_px`` by libvips' Lanczos-3 kernel, as Slideflow."""
+    if size.extract_px != size.tile_px:
+        image = image.resize(size.tile_px / size.extract_px, kernel="lanczos3")
+        if image.width != size.tile_px or image.height != size.tile_px:
+            # libvips rounds the output size; one pixel more or less is cropped or repeated from the edge.
+            image = image.gravity("north-west", size.tile_px, size.tile_px, extend="copy")
+    return image
+
+
 def read_tile(wsi, x: int, y: int) -> np.ndarray:
     """RGB ``(tile_px, tile_px, 3)`` pixels of the tile whose top-left level-0 corner is ``(x, y)``.
 
@@ -106,13 +118,41 @@ def read_tile(wsi, x: int, y: int) -> np.ndarray:
     size = wsi.size
     ds = size.level_downsample
     n = size.extract_px
-    image = wsi.reader.read_vips(size.level, int(x // ds), int(y // ds), n, n)
-    if n != size.tile_px:
-        image = image.resize(size.tile_px / n, kernel="lanczos3")
-        if image.width != size.tile_px or image.height != size.tile_px:
-            # libvips rounds the output size; one pixel more or less is cropped or repeated from the edge.
-            image = image.gravity("north-west", size.tile_px, size.tile_px, extend="copy")
+    image = _resized(wsi.reader.read_vips(size.level, int(x // ds), int(y // ds), n, n), size)
     return wsi.reader.to_array(image, f"the tile at level-0 ({x}, {y})")
+
+
+def read_tiles(wsi, corners: np.ndarray, run_tiles: int = 0) -> np.ndarray:
+    """RGB ``(N, tile_px, tile_px, 3)`` pixels of the tiles at ``corners``, each as :func:`read_tile` reads it.
+
+    Tiles that touch, overlap or nearly touch (a quarter tile apart at most) their left neighbour on a grid row
+    (up to ``run_tiles``, default :data:`RUN_TILES`) are read as one region of their level: each source JPEG tile under the run is decoded once,
+    not once per tile that covers it. Each tile is then cut from that region and resized on its own (a pixel's
+    value does not depend on the region it is read in, so the bytes are :func:`read_tile`'s), and the tiles of a
+    run are computed by one libvips pipeline.
+
+    Example:
+        >>> read_tiles(wsi, wsi.kept_corners()[:4]).shape  # doctest: +SKIP
+        (4, 299, 299, 3)
+    """
+    import pyvips
+
+    size = wsi.size
+    n, px = size.extract_px, size.tile_px
+    corners = np.asarray(corners, np.int64).reshape(-1, 2)
+    out = np.empty((len(corners), px, px, 3), np.uint8)
+    offsets = (corners[:, 0] // size.level_downsample).astype(np.int64)
+    for start, stop, x0, y0, width in _runs(corners, size.level_downsample, n, n * (run_tiles or RUN_TILES), n // 4):
+        try:
+            region = wsi.reader.read_vips(size.level, x0, y0, width, n).copy_memory()
+        except pyvips.Error as exc:
+            where = f"level {size.level}, ({x0}, {y0}) {width}x{n}"
+            raise wsi.reader._error(f"cannot read the tiles' region at {where}", exc) from None
+        tiles = [_resized(region.crop(x - x0, 0, n, n), size) for x in offsets[start:stop].tolist()]
+        joined = tiles[0] if len(tiles) == 1 else pyvips.Image.arrayjoin(tiles, across=1)
+        x, y = corners[start].tolist()
+        out[start:stop] = wsi.reader.to_array(joined, f"the tiles from level-0 ({x}, {y})").reshape(-1, px, px, 3)
+    return out
 
 
 def default_threads() -> int:
@@ -137,18 +177,24 @@ def map_ordered(function, items, threads: int, window: int = 64):
             yield from pool.map(function, items[start : start + step])
 
 
-def _background_chunks(corners: np.ndarray, ds: float, n: int, max_span: int):
-    """Runs of tiles judged from one band read: same grid row, at most ``max_span`` filter-level pixels wide.
+def _runs(corners: np.ndarray, ds: float, n: int, max_span: int, max_gap: int | None = None):
+    """Runs of tiles read as one band: same row of level pixels, at most ``max_span`` level pixels wide, and (when
+    ``max_gap`` is given) no more than ``max_gap`` pixels between a tile and the one before it.
 
     Yields ``(start, stop, x0, y0, width)``: corners[start:stop] lie in the band of ``n`` rows from level pixel
     ``y0``, ``width`` pixels from ``x0``.
     """
-    px = (corners[:, 0] // ds).astype(np.int64)
-    py = (corners[:, 1] // ds).astype(np.int64)
+    px = (corners[:, 0] // ds).astype(np.int64).tolist()
+    py = (corners[:, 1] // ds).astype(np.int64).tolist()
     start = 0
-    for i in range(1, len(corners) + 1):
-        if i == len(corners) or py[i] != py[start] or px[i] + n - px[start] > max_span:
-            yield start, i, int(px[start]), int(py[start]), int(px[i - 1] + n - px[start])
+    for i in range(1, len(px) + 1):
+        if (
+            i == len(px)
+            or py[i] != py[start]
+            or px[i] + n - px[start] > max_span
+            or (max_gap is not None and px[i] - (px[i - 1] + n) > max_gap)
+        ):
+            yield start, i, px[start], py[start], px[i - 1] + n - px[start]
             start = i
 
 
@@ -180,7 +226,7 @@ def _background(
         patches = np.stack([band[:, x - x0 : x - x0 + n] for x in offsets[start:stop].tolist()])
         white[start:stop], gray[start:stop] = background.background_fractions(patches, ws_threshold, gs_threshold)
 
-    for _ in map_ordered(judge, _background_chunks(corners, ds, n, max(band_span or BAND_SPAN, n)), threads, window=4):
+    for _ in map_ordered(judge, _runs(corners, ds, n, max(band_span or BAND_SPAN, n)), threads, window=4):
         pass
     return white, gray
 
@@ -290,10 +336,14 @@ def _write(wsi, corners, centres, tfrecord_dir, tiles_dir, img_format, quality, 
         tile_folder = os.path.join(os.fspath(tiles_dir), wsi.name)
         os.makedirs(tile_folder, exist_ok=True)
     try:
-        def tile_bytes(corner):
-            return encode_tile(read_tile(wsi, *corner), img_format, quality)
+        def chunk_bytes(chunk):
+            return [encode_tile(tile, img_format, quality) for tile in read_tiles(wsi, chunk)]
 
-        for data, (cx, cy) in zip(map_ordered(tile_bytes, corners.tolist(), threads), centres.tolist()):
+        # Work items of a few runs' tiles; several per thread so that threads finish together.
+        step = RUN_TILES if threads <= 1 else max(1, min(RUN_TILES, -(-len(corners) // (4 * threads))))
+        chunks = [corners[i : i + step] for i in range(0, len(corners), step)]
+        encoded = (data for datas in map_ordered(chunk_bytes, chunks, threads, window=2) for data in datas)
+        for data, (cx, cy) in zip(encoded, centres.tolist()):
             if writer is not None:
                 writer.write_tile(data, wsi.name, cx, cy)
             if tile_folder is not None:
