@@ -15,6 +15,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/tfrecords.smk"
+include: "workflow/rules/extract.smk"
 include: "workflow/rules/manifests.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/report.smk"

@@ -18,6 +18,7 @@ from slidetiles.pipeline.discovery import (
     ConfigError,
     canonical,
     check_config,
+    plan_extractions,
     plan_slides,
 )
 
@@ -29,10 +30,18 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 try:
     check_config(config)
     SLIDE_JOBS = plan_slides(config)
+    # Sources with `slides` (and no `tiles`): one scandir of each slides folder; no slide is opened here.
+    EXTRACT_JOBS = plan_extractions(config, SLIDE_JOBS)
 except ConfigError as error:
     raise WorkflowError(f"config: {error}")
 
 JOBS_BY_TFRECORD = {job.tfrecord: job for job in SLIDE_JOBS}
+EXTRACT_BY_SLIDE = {(job.source, job.slide): job for job in EXTRACT_JOBS}
+EXTRACTION = canonical(config["extraction"])
+SLIDE_SOURCE_PATTERN = (
+    "|".join(re.escape(s) for s in sorted({job.source for job in EXTRACT_JOBS}))
+    or "(?!)"
+)
 DEMO = canonical(config["demo"])
 SOURCES = canonical(config["sources"])
 DEMO_TILES = os.path.join(DEMO["out_dir"], "tiles")
@@ -64,6 +73,34 @@ def slide_tiles_dir(wildcards):
     return slide_job(wildcards).tiles_dir
 
 
+def extract_job(wildcards):
+    return EXTRACT_BY_SLIDE[(wildcards.source, wildcards.slide)]
+
+
+def extract_input(wildcards):
+    """The slide file, and its ROI file when there is one (an edited ROI re-extracts the slide)."""
+    job = extract_job(wildcards)
+    return {"slide": job.path, **({"roi": job.roi} if job.roi else {})}
+
+
+def extract_params(wildcards):
+    job = extract_job(wildcards)
+    return {
+        "source": job.source,
+        "slide": job.slide,
+        "tfrecord": job.tfrecord,
+        "index": job.index,
+        "roi_dir": job.roi_dir,
+        "mpp": job.mpp,
+    }
+
+
+def dataset_extraction_reports(wildcards):
+    """Extraction reports of the dataset's slide sources: written after each slide's TFRecord and index."""
+    sources = dataset_sources(wildcards.dataset)
+    return [job.report for job in EXTRACT_JOBS if job.source in sources]
+
+
 def dataset_sources(dataset):
     return config["datasets"][dataset].get("sources") or sorted(config["sources"])
 
@@ -91,7 +128,8 @@ def split_manifest(wildcards):
 
 
 def all_targets():
-    targets = expand(
+    targets = [job.report for job in EXTRACT_JOBS]
+    targets += expand(
         "results/manifests/{dataset}.json", dataset=sorted(config["datasets"])
     )
     targets += expand("results/splits/{plan}.json", plan=sorted(config["splits"]))

@@ -3,6 +3,7 @@ rule manifest:
     input:
         tfrecords=dataset_tfrecords,
         indexes=dataset_indexes,
+        extraction=dataset_extraction_reports,
         annotations=config["annotations"],
     output:
         manifest="results/manifests/{dataset}.json",

@@ -123,6 +123,136 @@ def plan_slides(config: dict) -> list[SlideJob]:
     return jobs
 
 
+@dataclass(frozen=True)
+class ExtractJob:
+    """One slide file of a source with ``slides`` (and no ``tiles``): extracted straight to its TFRecord."""
+
+    source: str
+    slide: str
+    path: str
+    #: The slide's ROI file when the source's roi folder has one (``<roi>/<slide>.csv``), else None.
+    roi: str | None
+    roi_dir: str | None
+    #: Microns per pixel from the config (``mpp_overrides`` of the slide, else the source's ``mpp``), or None.
+    mpp: float | None
+    tfrecord: str
+    index: str
+    #: What the extract rule writes last: the extraction report (tiles kept, removed, or why it was skipped).
+    report: str
+
+
+def _slide_files(folder: str, source: str) -> list[str]:
+    from slidetiles.dataset.extraction import SLIDE_EXTENSIONS
+
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(
+                e.name for e in entries
+                if not e.name.startswith(".") and e.name.lower().endswith(SLIDE_EXTENSIONS) and e.is_file()
+            )
+    except FileNotFoundError:
+        raise ConfigError(
+            f"sources.{source}.slides: the slides folder {folder!r} does not exist (working directory "
+            f"{os.getcwd()!r}); fix the path"
+        ) from None
+    except NotADirectoryError:
+        raise ConfigError(f"sources.{source}.slides: {folder!r} is a file, not a folder of slide files") from None
+
+
+def _roi_files(folder: str, source: str) -> set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries if e.name.endswith(".csv") and e.is_file()}
+    except FileNotFoundError:
+        raise ConfigError(
+            f"sources.{source}.roi: the ROI folder {folder!r} does not exist (working directory {os.getcwd()!r}); "
+            "fix the path or remove 'roi'"
+        ) from None
+    except NotADirectoryError:
+        raise ConfigError(
+            f"sources.{source}.roi: {folder!r} is a file, not a folder of <slide>.csv ROI files"
+        ) from None
+
+
+def plan_extractions(config: dict, tile_jobs: list[SlideJob] = ()) -> list[ExtractJob]:
+    """Every slide file of the sources that have ``slides`` and no ``tiles``, in a stable order.
+
+    One ``os.scandir`` of each source's slides folder (and one of its roi folder); no slide is opened. Slides are
+    the files with a slide extension (:data:`slidetiles.dataset.extraction.SLIDE_EXTENSIONS`, any case), named
+    as Slideflow names them (:func:`slidetiles.slides.wsi.slide_name`). Two files of one name (``a.svs`` and
+    ``a.tiff``) are an error naming both; so is a name in two sources, and an ``mpp_overrides`` entry naming no
+    slide of its source. With ``on_bad_input: skip`` a name that would break paths is skipped with a warning.
+    """
+    label = tile_label(config["tile_px"], config["tile_um"])
+    skip = config.get("on_bad_input", "error") == "skip"
+    seen = {job.slide: job.source for job in tile_jobs}
+    jobs: list[ExtractJob] = []
+    for source in sorted(config["sources"]):
+        spec = config["sources"][source]
+        if spec.get("tiles") or not spec.get("slides"):
+            continue
+        try:
+            check_name(source, "source name")
+        except ValueError as exc:
+            raise ConfigError(f"sources.{source}: {exc}") from None
+        from slidetiles.slides.wsi import slide_name  # only when a source has slides (pulls in the slide readers)
+
+        folder = os.path.normpath(spec["slides"])
+        roi_dir = os.path.normpath(spec["roi"]) if spec.get("roi") else None
+        rois = _roi_files(roi_dir, source) if roi_dir else set()
+        out_dir = os.path.join(os.path.normpath(spec["tfrecords"]), label)
+        files = _slide_files(folder, source)
+        if not files:
+            message = f"sources.{source}.slides: no slide files in {folder!r}"
+            if not skip:
+                raise ConfigError(f"{message}; fix the path (slide extensions: .svs, .tif, .tiff, .ndpi, .mrxs ...)")
+            log.warning("%s", message)
+        by_name: dict[str, str] = {}
+        for file in files:
+            slide = slide_name(file)
+            if slide in by_name:
+                raise ConfigError(
+                    f"sources.{source}.slides: {by_name[slide]!r} and {file!r} are both slide {slide!r} (the "
+                    "slide name is the file name without its extension); rename or move one of them"
+                )
+            by_name[slide] = file
+        overrides = spec.get("mpp_overrides") or {}
+        unknown = sorted(set(overrides) - set(by_name))
+        if unknown:
+            raise ConfigError(
+                f"sources.{source}.mpp_overrides: {', '.join(map(repr, unknown))} is no slide of {folder!r} "
+                "(keys are slide names: file names without their extension)"
+            )
+        for slide, file in by_name.items():
+            try:
+                check_name(slide)
+            except ValueError as exc:
+                if not skip:
+                    raise ConfigError(f"sources.{source}.slides: {file!r}: {exc}") from None
+                log.warning("skipping slide file %r of source %s: %s", file, source, exc)
+                continue
+            if slide in seen:
+                raise ConfigError(
+                    f"slide {slide!r} is in two sources ({seen[slide]} and {source}); slide names must be unique"
+                )
+            seen[slide] = source
+            mpp = overrides.get(slide, spec.get("mpp"))
+            jobs.append(
+                ExtractJob(
+                    source=source,
+                    slide=slide,
+                    path=os.path.join(folder, file),
+                    roi=os.path.join(roi_dir, f"{slide}.csv") if f"{slide}.csv" in rois else None,
+                    roi_dir=roi_dir,
+                    mpp=None if mpp is None else float(mpp),
+                    tfrecord=os.path.join(out_dir, f"{slide}.tfrecords"),
+                    index=os.path.join(out_dir, f"{slide}.index.npz"),
+                    report=os.path.join("results", "extraction", source, f"{slide}.json"),
+                )
+            )
+    return jobs
+
+
 def _nul_bytes(value, where: str):
     """The key path of the first string in ``value`` holding a NUL byte (no file name can), or None."""
     if isinstance(value, str):

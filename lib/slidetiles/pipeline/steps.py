@@ -69,6 +69,98 @@ def write_slide_tfrecord(*, tiles_dir: str, tfrecord: str, coord_pattern: str, o
     log.info("wrote %s", tfrecord)
 
 
+#: Options of the config's ``extraction`` key that go to :meth:`slidetiles.WSI.extract_tiles` as they are.
+_EXTRACT_OPTIONS = ("whitespace_fraction", "whitespace_threshold", "grayspace_fraction", "grayspace_threshold",
+                    "img_format", "quality", "max_tiles")
+#: Slideflow's ``qc_*`` extraction options -> the keyword names of :meth:`slidetiles.WSI.qc`.
+_QC_OPTIONS = {"qc_filter_threshold": "filter_threshold", "qc_blur_radius": "blur_radius",
+               "qc_blur_threshold": "blur_threshold"}
+
+
+def extract_slide(
+    *,
+    slide_path: str,
+    report: str,
+    job: dict,
+    tile_px: int,
+    tile_um,
+    extraction: dict,
+    on_bad_input: str,
+    threads: int = 1,
+) -> None:
+    """One slide file -> ``<tfrecords>/<label>/<slide>.tfrecords`` + ``.index.npz``, then the JSON ``report``.
+
+    ``job`` holds the slide's ``source``, ``slide``, ``tfrecord``, ``index``, ``roi_dir`` and ``mpp`` (from the
+    config; None: the slide's own). The TFRecord and index are written by the library atomically (nothing
+    half-written at their paths); an earlier run's are removed first, so a slide that now fails leaves none.
+    A slide that cannot be tiled (unreadable, no microns per pixel, smaller than a tile, missing ROI) or keeps no
+    tile after ROI/QC/background filtering stops the job with a message naming it and the config key to change;
+    with ``on_bad_input: skip`` it is logged and the report records why it has no TFRecord.
+    """
+    import json
+    import warnings
+
+    from slidetiles.errors import MissingMPPError, ROIError, SlideError
+    from slidetiles.slides.extract import EmptySlideWarning
+    from slidetiles.slides.wsi import WSI
+
+    source, slide = job["source"], job["slide"]
+    tfrecord, index = job["tfrecord"], job["index"]
+    for stale in (tfrecord, index):
+        if os.path.lexists(stale):
+            os.remove(stale)
+    opts = dict(extraction)
+    record = {"source": source, "slide": slide, "path": slide_path, "tfrecord": None, "index": None,
+              "num_tiles": 0, "removed": {}, "skipped": None}
+    problem = None
+    try:
+        wsi = WSI(
+            slide_path,
+            tile_px,
+            tile_um,
+            opts.get("stride_div", 1),
+            enable_downsample=opts.get("enable_downsample", True),
+            roi_dir=job.get("roi_dir"),
+            roi_method=opts.get("roi_method", "auto"),
+            roi_filter_method=opts.get("roi_filter_method", "center"),
+            use_edge_tiles=opts.get("use_edge_tiles", False),
+            mpp=job.get("mpp"),
+        )
+        if opts.get("qc"):
+            wsi.qc(opts["qc"], **{name: opts[key] for key, name in _QC_OPTIONS.items() if opts.get(key) is not None})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmptySlideWarning)  # said below, with the config keys to change
+            result = wsi.extract_tiles(
+                os.path.dirname(tfrecord),
+                num_threads=max(1, int(threads)),
+                **{key: opts[key] for key in _EXTRACT_OPTIONS if opts.get(key) is not None},
+            )
+        record.update(mpp=wsi.mpp, num_tiles=int(result.num_tiles), removed=dict(result.removed))
+        if result.tfrecord is None:
+            problem = (
+                f"slide {slide} ({slide_path}): no tile left after filtering (removed: {result.removed or 'none'}), "
+                "so no TFRecord was written. If it has tissue, loosen the config's extraction options "
+                "(qc, whitespace_fraction, grayspace_fraction, roi_method) or check its ROI"
+            )
+        else:
+            record.update(tfrecord=result.tfrecord, index=index)
+    except MissingMPPError:
+        problem = (
+            f"slide {slide} ({slide_path}) records no microns per pixel; set it in the config: "
+            f"sources.{source}.mpp: 0.25 (every slide of the source) or sources.{source}.mpp_overrides: "
+            f"{{{slide}: 0.25}} (this slide), with your scanner's um/px (about 0.25 at 40x, 0.5 at 20x)"
+        )
+    except (SlideError, ROIError) as exc:
+        problem = f"slide {slide} of source {source}: {exc}"
+    if problem is not None:
+        if on_bad_input != "skip":
+            raise SlidetilesError(f"{problem}. Or set on_bad_input: skip to leave the slide out")
+        log.warning("%s; skipped (on_bad_input: skip)", problem)
+        record["skipped"] = problem
+    _write_text(report, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+    log.info("%s: %d tiles%s", slide, record["num_tiles"], f" -> {tfrecord}" if record["tfrecord"] else "")
+
+
 def index_tfrecord(*, tfrecord: str, index: str) -> None:
     from slidetiles.io.tfrecord2idx import create_index
 

@@ -1,0 +1,30 @@
+rule extract:
+    """One slide file of a `slides` source -> <tfrecords>/<label>/<slide>.tfrecords + .index.npz (written
+    atomically by the library), then results/extraction/<source>/<slide>.json (tiles kept and removed, or why
+    the slide was skipped)."""
+    input:
+        unpack(extract_input),
+    output:
+        report="results/extraction/{source}/{slide}.json",
+    log:
+        "logs/extract/{source}/{slide}.log",
+    benchmark:
+        "results/benchmarks/extract/{source}/{slide}.tsv"
+    wildcard_constraints:
+        source=SLIDE_SOURCE_PATTERN,
+    group:
+        "per_slide"
+    conda:
+        "../../environment.yml"
+    threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        job=extract_params,
+        tile_px=config["tile_px"],
+        tile_um=config["tile_um"],
+        extraction=EXTRACTION,
+        on_bad_input=config["on_bad_input"],
+    script:
+        "../../scripts/extract.py"
