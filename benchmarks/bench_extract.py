@@ -1,36 +1,42 @@
-"""Tile extraction, one slide to one TFRecord: slidetiles vs Slideflow 3.0.2's own WSI vs a plain OpenSlide script.
+"""Tile extraction, one slide to one TFRecord: slidetiles vs Slideflow 3.0.2, a lab script and the ceiling.
 
-Run: python benchmarks/bench_extract.py [--width 16000 --height 12000] [--tile-px 299 --tile-um 302]
-     [--stride-div 2] [--runs 3]
+Run: python benchmarks/bench_extract.py [--width 24000 --height 18000] [--runs 3] [--lab-level0-runs 1]
+     [--settings 299:302,256:128]
 
-The slide is a synthetic plain pyramidal TIFF (levels 1/4/16, 0.25 um/px, JPEG tiles; written once under
-benchmarks/out/): a plain TIFF because Slideflow's libvips reader takes an Aperio file's thumbnail page for a
-pyramid level, which would make it read other pixels than we do. All three contenders read every grid tile from
-the same level (the 4x level for 302-um tiles at 0.25 um/px: 302 px regions), resize it to ``tile_px``, encode a
-JPEG (OpenCV, quality 95) and write a TFRecord, in one thread, no background filter (``grayspace_fraction=1``),
-so that each does the same work (plus slidetiles on its default threads, at most 8; Slideflow's own process
-pool cannot start from the bare reference package, so Slideflow runs in one process):
+The slide is a synthetic pyramidal TIFF of 24,000 x 18,000 px at 0.25 um/px, levels 1/4/16, four tissue islands,
+256-px JPEG tiles (written once under benchmarks/out/ by :func:`slidetiles.slides.write_synthetic_slide`, streamed:
+never held in memory), the geometry of issue #11's Aperio test slide. It is a plain pyramidal TIFF, not an .svs:
+Slideflow 3.0.2's libvips backend takes an Aperio file's thumbnail page for a fourth pyramid level, judges
+background on it, and fails there ("tiff2vips: out of order read", the thumbnail being stored in strips), so it
+cannot extract an .svs written this way at all. Each setting (299 px / 302 um: read from the 4x level; 256 px /
+128 um: read from level 0, as no 2x level exists) is extracted with Slideflow's default background filter
+(grayspace fraction 0.6 at saturation 0.05, judged on the coarse level), so every contender keeps the same tiles:
 
-- ``slidetiles``: ``WSI(...).extract_tiles(dir, grayspace_fraction=1.0)`` (TFRecord + index);
-- ``slideflow``: its ``WSI(...).extract_tiles(dir, grayspace_fraction=1.0, num_threads=1, report=False)`` on the
-  libvips backend (Slideflow's real code, loaded by tests/slideflow_ref.py);
-- ``openslide_script``: OpenSlide ``read_region`` per tile, PIL Lanczos resize, OpenCV JPEG, our TFRecordWriter.
+- (a) ``slideflow``: Slideflow's own ``WSI(...).extract_tiles(dir, num_threads=1, shuffle=False)`` (libvips
+  backend, its real code loaded by tests/slideflow_ref.py; its process pool cannot start from the bare reference
+  package, so one process);
+- ``slidetiles``: ``WSI(...).extract_tiles(dir, num_threads=T)`` for T = 1 and 2;
+- (b) ``lab_script``: OpenSlide ``read_region`` per tile, Pillow Lanczos resize and JPEG encode (quality 95),
+  every grid tile, no filter, into a TFRecord; from the best level (every run) and from level 0 (timed
+  ``--lab-level0-runs`` times, outside the interleaving: it takes ~10x longer);
+- (c) ``ceiling``: decode (simplejpeg, libjpeg-turbo) each source JPEG tile of the read level that the kept tiles
+  cover, once, and encode the kept tiles (OpenCV, quality 95): nothing else (no judging, no resize, no write);
+  the raw tile bytes and the tiles to encode are prepared untimed. On 1 and on 2 threads.
 
-A second table times slidetiles and Slideflow with Slideflow's default background filter (grayspace 0.6), which
-both judge on the same coarse patch. Runs are interleaved round-robin; medians. Only ratios within one run mean
-much on a shared machine.
-
-Measured here (16,000 x 12,000 slide, 299 px / 302 um, stride_div 2: 450 tiles; 2 cores shared with other jobs;
-two sessions of 3 interleaved runs each): one thread, all tiles: slidetiles 0.95-1.26x Slideflow (63-112 tiles/s
-for Slideflow), the OpenSlide script 0.94-0.97x; slidetiles on 2 threads 1.02-1.51x. With the 0.6 grayspace
-filter (132 tiles kept): slidetiles 1.20-1.58x Slideflow. So: on par tile for tile (the same libvips reads and
-resizes), ahead when tiles are filtered. Tile bytes identical to Slideflow's in every run.
+Runs are interleaved round-robin, after one warm-up round; medians. Per slide and per kept tile; ``x Slideflow``
+= Slideflow's time / this one's; ``of ceiling`` = the ceiling's time on the same threads / this one's. Peak RSS
+(VmHWM of /proc/self/status) is measured in fresh subprocesses extracting this slide and one 4x smaller
+(12,000 x 9,000), on 2 threads. The machine has 2 cores, shared with other jobs during these runs: ratios from
+one run are what mean something; absolute seconds drift. VIPS_CONCURRENCY=1 (set unless given), so "1t" is one
+thread inside libvips too, for Slideflow as for slidetiles.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -43,9 +49,11 @@ import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from common import OUT, interleaved_medians, save_results, table  # noqa: E402
+from common import OUT, interleaved_medians, median_time, save_results, table  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+QUALITY = 95
 
 
 def ensure_slide(width: int, height: int) -> str:
@@ -57,9 +65,8 @@ def ensure_slide(width: int, height: int) -> str:
     return str(path)
 
 
-def openslide_script(path: str, tile_px: int, tile_um: int, stride_div: int, out: str) -> int:
-    """What a user would write with OpenSlide alone: the same grid, level and resize, no filter."""
-    import cv2
+def lab_script(path: str, tile_px: int, tile_um: int, out: str, level0: bool) -> int:
+    """What a lab would write with OpenSlide and Pillow: every grid tile, read, resized, encoded."""
     import openslide
     from PIL import Image
 
@@ -68,106 +75,211 @@ def openslide_script(path: str, tile_px: int, tile_um: int, stride_div: int, out
     slide = openslide.OpenSlide(path)
     mpp = float(slide.properties["openslide.mpp-x"])
     full = int(tile_um / mpp)
-    level = slide.get_best_level_for_downsample(full / tile_px)
-    ds = slide.level_downsamples[level]
-    n = int(full // ds)
-    stride = int(round(full / stride_div))
+    level = 0 if level0 else slide.get_best_level_for_downsample(full / tile_px)
+    n = int(full // slide.level_downsamples[level])
     w, h = slide.dimensions
     count = 0
     with TFRecordWriter(out) as writer:
-        for y in range(0, h + 1 - full, stride):
-            for x in range(0, w + 1 - full, stride):
+        for y in range(0, h + 1 - full, full):
+            for x in range(0, w + 1 - full, full):
                 region = slide.read_region((x, y), level, (n, n)).convert("RGB")
                 region = region.resize((tile_px, tile_px), Image.LANCZOS)
-                bgr = cv2.cvtColor(np.asarray(region), cv2.COLOR_RGB2BGR)
-                data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
-                writer.write_tile(data, "s", x + full // 2, y + full // 2)
+                buf = __import__("io").BytesIO()
+                region.save(buf, "JPEG", quality=QUALITY)
+                writer.write_tile(buf.getvalue(), "s", x + full // 2, y + full // 2)
                 count += 1
+    slide.close()
     return count
+
+
+def ceiling_inputs(path: str, tile_px: int, tile_um: int):
+    """Raw bytes of the source JPEG tiles the kept tiles cover (each once) and the kept tiles, in BGR."""
+    import cv2
+    import tifffile
+
+    from slidetiles.slides.extract import _background, read_tiles
+    from slidetiles.slides.wsi import WSI
+
+    wsi = WSI(path, tile_px, tile_um)
+    corners = wsi.kept_corners()
+    _, gray = _background(wsi, corners, 230, 0.05)
+    corners = corners[gray <= 0.6]
+    size = wsi.size
+    with tifffile.TiffFile(path) as tif:
+        page = tif.series[0].levels[size.level].keyframe
+        tw, th = page.tilewidth, page.tilelength
+        lw, lh = wsi.level_dimensions[size.level]
+        across = -(-lw // tw)
+        covered = set()
+        for x, y in (corners // size.level_downsample).astype(np.int64).tolist():
+            x1, y1 = min(x + size.extract_px, lw) - 1, min(y + size.extract_px, lh) - 1
+            for row in range(y // th, y1 // th + 1):
+                covered.update(row * across + col for col in range(x // tw, x1 // tw + 1))
+        raw = []
+        for index in sorted(covered):
+            tif.filehandle.seek(page.dataoffsets[index])
+            raw.append(tif.filehandle.read(page.databytecounts[index]))
+    tiles = [cv2.cvtColor(t, cv2.COLOR_RGB2BGR) for t in read_tiles(wsi, corners)]
+    return raw, tiles, len(corners)
+
+
+def ceiling(raw, tiles, threads: int) -> None:
+    import cv2
+    import simplejpeg
+
+    def decode(data):
+        return simplejpeg.decode_jpeg(data, colorspace="RGB").shape
+
+    def encode(tile):
+        return len(cv2.imencode(".jpg", tile, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])[1])
+
+    if threads <= 1:
+        list(map(decode, raw))
+        list(map(encode, tiles))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(decode, raw, chunksize=8))
+        list(pool.map(encode, tiles, chunksize=8))
+
+
+def rss_child(path: str, tile_px: int, tile_um: int, threads: int) -> None:
+    """Peak RSS of one extraction in this (fresh) process, before and after: printed as JSON."""
+    def hwm():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+    logging.disable(logging.WARNING)
+    from slidetiles.slides import background
+    from slidetiles.slides.wsi import WSI
+
+    background._grayspace_table(background.DEFAULT_GRAYSPACE_THRESHOLD)
+    before = hwm()
+    with tempfile.TemporaryDirectory() as out:
+        report = WSI(path, tile_px, tile_um).extract_tiles(out, num_threads=threads)
+    print(json.dumps({"before_mb": before, "peak_mb": hwm(), "tiles": report.num_tiles}))
+
+
+def peak_rss(path: str, tile_px: int, tile_um: int, threads: int) -> dict:
+    command = [sys.executable, __file__, "--rss-child", path, str(tile_px), str(tile_um), str(threads)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_setting(sf, sf_slide, path: str, tile_px: int, tile_um: int, runs: int, lab0_runs: int, scratch: str):
+    from slidetiles.slides.wsi import WSI
+    from slidetiles.tfrecord import TFRecord
+
+    name = os.path.basename(path).rsplit(".", 1)[0]
+    counts = {}
+
+    def ours(threads):
+        def go():
+            out = os.path.join(scratch, f"ours{threads}")
+            shutil.rmtree(out, ignore_errors=True)
+            counts[f"slidetiles_{threads}t"] = WSI(path, tile_px, tile_um).extract_tiles(out, num_threads=threads).num_tiles
+        return go
+
+    def slideflow():
+        out = os.path.join(scratch, "sf")
+        shutil.rmtree(out, ignore_errors=True)
+        wsi = sf_slide.WSI(path, tile_px, tile_um, verbose=False)
+        wsi.extract_tiles(tfrecord_dir=out, num_threads=1, report=False, shuffle=False)
+        counts["slideflow"] = len(sf.TFRecord(os.path.join(out, name + ".tfrecords")))
+
+    def lab(level0):
+        def go():
+            key = "lab_script_level0" if level0 else "lab_script_best_level"
+            counts[key] = lab_script(path, tile_px, tile_um, os.path.join(scratch, key + ".tfrecords"), level0)
+        return go
+
+    raw, tiles, kept = ceiling_inputs(path, tile_px, tile_um)
+    functions = {
+        "slideflow": slideflow,
+        "slidetiles_1t": ours(1),
+        "slidetiles_2t": ours(2),
+        "lab_script_best_level": lab(False),
+        "ceiling_1t": lambda: ceiling(raw, tiles, 1),
+        "ceiling_2t": lambda: ceiling(raw, tiles, 2),
+    }
+    times = interleaved_medians(functions, runs=runs)
+    if lab0_runs:
+        times["lab_script_level0"] = median_time(lab(True), runs=lab0_runs, warmup=0)
+    counts["ceiling_1t"] = counts["ceiling_2t"] = kept
+
+    # Same tiles kept, same bytes: the comparison is of equal work.
+    theirs = {(r["loc_x"], r["loc_y"]): r["image_raw"] for r in sf.TFRecord(os.path.join(scratch, "sf", name + ".tfrecords"))}
+    mine = {(r["loc_x"], r["loc_y"]): r["image_raw"] for r in TFRecord(os.path.join(scratch, "ours2", name + ".tfrecords"))}
+    grid = len(WSI(path, tile_px, tile_um).coord)
+    result = {"grid_tiles": grid, "kept_tiles": kept, "same_tiles_as_slideflow": set(theirs) == set(mine),
+              "same_bytes_as_slideflow": theirs == mine, "source_jpeg_tiles_decoded_by_ceiling": len(raw),
+              "extractors": {}}
+    rows = []
+    for key, seconds in times.items():
+        threads = 2 if key.endswith("2t") else 1
+        ceiling_s = times[f"ceiling_{threads}t"]
+        entry = {"seconds": seconds, "tiles_written": counts[key], "ms_per_kept_tile": 1000 * seconds / kept,
+                 "x_slideflow": times["slideflow"] / seconds, "of_ceiling": ceiling_s / seconds}
+        result["extractors"][key] = entry
+        rows.append([f"{tile_px}px/{tile_um}um", key, counts[key], seconds, entry["ms_per_kept_tile"],
+                     entry["x_slideflow"], entry["of_ceiling"]])
+    result["thread_scaling_slidetiles"] = times["slidetiles_1t"] / times["slidetiles_2t"]
+    result["thread_scaling_ceiling"] = times["ceiling_1t"] / times["ceiling_2t"]
+    return result, rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--width", type=int, default=16000)
-    parser.add_argument("--height", type=int, default=12000)
-    parser.add_argument("--tile-px", type=int, default=299)
-    parser.add_argument("--tile-um", type=int, default=302)
-    parser.add_argument("--stride-div", type=int, default=2)
+    parser.add_argument("--width", type=int, default=24000)
+    parser.add_argument("--height", type=int, default=18000)
+    parser.add_argument("--settings", default="299:302,256:128", help="tile_px:tile_um pairs")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--lab-level0-runs", type=int, default=1)
+    parser.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_child:
+        path, px, um, threads = args.rss_child
+        rss_child(path, int(px), int(um), int(threads))
+        return
     logging.disable(logging.WARNING)
 
     import importlib
 
     import slideflow_ref
 
-    from slidetiles.slides.wsi import WSI
-    from slidetiles.tfrecord import TFRecord
-
     sf = slideflow_ref.load()
     sf_slide = importlib.import_module("slideflow.slide")
     path = ensure_slide(args.width, args.height)
+    small = ensure_slide(args.width // 2, args.height // 2)
     scratch = tempfile.mkdtemp(prefix="bench_extract-")
-    geometry = (path, args.tile_px, args.tile_um, args.stride_div)
-    counts = {}
-    from slidetiles.slides.extract import default_threads
-
-    threads = default_threads()
-
-    def run_ours(gs: float, name: str, threads: int = 1):
-        def go():
-            out = os.path.join(scratch, name)
-            shutil.rmtree(out, ignore_errors=True)
-            report = WSI(*geometry).extract_tiles(out, grayspace_fraction=gs, num_threads=threads)
-            counts[name] = report.num_tiles
-        return go
-
-    def run_slideflow(gs: float, name: str):
-        def go():
-            out = os.path.join(scratch, name)
-            shutil.rmtree(out, ignore_errors=True)
-            wsi = sf_slide.WSI(*geometry, verbose=False)
-            wsi.extract_tiles(tfrecord_dir=out, grayspace_fraction=gs, num_threads=1, report=False, shuffle=False)
-            counts[name] = len(sf.TFRecord(os.path.join(out, os.path.basename(path).rsplit(".", 1)[0] + ".tfrecords")))
-        return go
-
-    def run_script():
-        out = os.path.join(scratch, "script.tfrecords")
-        counts["openslide_script"] = openslide_script(path, args.tile_px, args.tile_um, args.stride_div, out)
-
-    all_tiles = interleaved_medians(
-        {"slidetiles": run_ours(1.0, "slidetiles"), "slideflow": run_slideflow(1.0, "slideflow"),
-         "openslide_script": run_script,
-         f"slidetiles_{threads}_threads": run_ours(1.0, f"slidetiles_{threads}_threads", threads)},
-        runs=args.runs,
-    )
-    filtered = interleaved_medians(
-        {"slidetiles": run_ours(0.6, "slidetiles_gs"), "slideflow": run_slideflow(0.6, "slideflow_gs")},
-        runs=args.runs,
-    )
-    # Same tiles in both TFRecords: the comparison is of equal work.
-    ours = TFRecord(os.path.join(scratch, "slidetiles", os.path.basename(path).rsplit(".", 1)[0] + ".tfrecords"))
-    same_bytes = None
-    theirs_path = os.path.join(scratch, "slideflow", os.path.basename(path).rsplit(".", 1)[0] + ".tfrecords")
-    theirs = {r["loc_x"] * 10**7 + r["loc_y"]: r["image_raw"] for r in sf.TFRecord(theirs_path)}
-    same_bytes = all(theirs.get(r["loc_x"] * 10**7 + r["loc_y"]) == r["image_raw"] for r in ours)
-    shutil.rmtree(scratch, ignore_errors=True)
-
-    rows, results = [], {"slide": {"path": path, "width": args.width, "height": args.height},
-                         "tile_px": args.tile_px, "tile_um": args.tile_um, "stride_div": args.stride_div,
-                         "same_tile_bytes_as_slideflow": same_bytes, "all_tiles": {}, "grayspace_0.6": {}}
-    for name, seconds in all_tiles.items():
-        n = counts[name]
-        ratio = all_tiles["slideflow"] / seconds
-        results["all_tiles"][name] = {"seconds": seconds, "tiles": n, "tiles_per_s": n / seconds, "x_slideflow": ratio}
-        rows.append(["all tiles", name, n, seconds, n / seconds, ratio])
-    for name, seconds in filtered.items():
-        n = counts[name + "_gs" if name == "slidetiles" else "slideflow_gs"]
-        ratio = filtered["slideflow"] / seconds
-        results["grayspace_0.6"][name] = {"seconds": seconds, "tiles": n, "x_slideflow": ratio}
-        rows.append(["grayspace 0.6", name, n, seconds, n / seconds, ratio])
-    print(table(rows, ["filter", "extractor", "tiles", "seconds", "tiles/s", "x Slideflow"]))
-    print(f"tile bytes identical to Slideflow's: {same_bytes}")
+    results = {"slide": {"path": path, "width": args.width, "height": args.height, "levels": [1, 4, 16], "mpp": 0.25},
+               "cpus": len(os.sched_getaffinity(0)), "settings": {}}
+    rows, checks = [], []
+    try:
+        for setting in args.settings.split(","):
+            tile_px, tile_um = (int(v) for v in setting.split(":"))
+            result, setting_rows = bench_setting(sf, sf_slide, path, tile_px, tile_um, args.runs,
+                                                 args.lab_level0_runs, scratch)
+            result["peak_rss_mb_2_threads"] = {
+                f"{args.width}x{args.height}": peak_rss(path, tile_px, tile_um, 2),
+                f"{args.width // 2}x{args.height // 2}": peak_rss(small, tile_px, tile_um, 2),
+            }
+            results["settings"][setting] = result
+            rows.extend(setting_rows)
+            rss = result["peak_rss_mb_2_threads"]
+            checks.append(
+                f"{tile_px}px/{tile_um}um: {result['grid_tiles']} grid tiles, {result['kept_tiles']} kept; same tiles "
+                f"as Slideflow {result['same_tiles_as_slideflow']}, same bytes {result['same_bytes_as_slideflow']}; "
+                f"2 threads vs 1: slidetiles {result['thread_scaling_slidetiles']:.2f}x, ceiling "
+                f"{result['thread_scaling_ceiling']:.2f}x; peak RSS (MB, before -> after extraction) "
+                + ", ".join(f"{k}: {v['before_mb']:.0f} -> {v['peak_mb']:.0f}" for k, v in rss.items())
+            )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(table(rows, ["setting", "extractor", "tiles written", "s/slide", "ms/kept tile", "x Slideflow",
+                       "of ceiling"]))
+    print("\n".join(checks))
     print("saved", save_results("bench_extract", results))
 
 

@@ -15,6 +15,7 @@ The TFRecord is written to a hidden temporary file renamed into place when compl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -35,8 +36,8 @@ DEFAULT_QUALITY = 95
 IMG_FORMATS = ("jpg", "jpeg", "png")
 #: Widest band (filter-level pixels) read at once to judge background: bounds memory whatever the slide size.
 BAND_SPAN = 4096
-#: Most tiles read as one region (a run of neighbours on a grid row): ~12 MB of 512-px regions at most.
-RUN_TILES = 16
+#: Most tiles read as one region (a run of neighbours on a grid row): 6 MB of 512-px regions at most.
+RUN_TILES = 8
 #: Slideflow extraction options about how it schedules work: accepted and not needed here (we keep grid order).
 SCHEDULING_OPTIONS = frozenset(
     {"shuffle", "num_processes", "show_progress", "pool", "lazy_iter", "deterministic", "pb", "buffer", "q_size"}
@@ -269,6 +270,27 @@ def extract_tiles(
     gs_t = background.DEFAULT_GRAYSPACE_THRESHOLD if grayspace_threshold is None else grayspace_threshold
 
     threads = default_threads() if num_threads is None else max(1, int(num_threads))
+    with _no_vips_cache():
+        return _extract(wsi, tfrecord_dir, tiles_dir, img_format, report, quality, ws_f, ws_t, gs_f, gs_t, max_tiles,
+                        dry_run, threads)
+
+
+@contextlib.contextmanager
+def _no_vips_cache():
+    """libvips' operation cache off while extracting: every crop is new, so it never hits, and what it holds
+    (up to 100 MB of pixels by default) would make the peak memory grow with the number of tiles."""
+    import pyvips
+
+    previous = pyvips.cache_get_max()
+    pyvips.cache_set_max(0)
+    try:
+        yield
+    finally:
+        pyvips.cache_set_max(previous)
+
+
+def _extract(wsi, tfrecord_dir, tiles_dir, img_format, report, quality, ws_f, ws_t, gs_f, gs_t, max_tiles, dry_run,
+             threads):
     corners = wsi.kept_corners()
     removed = dict(wsi.removed_counts())
     white = gray = None
@@ -295,7 +317,7 @@ def extract_tiles(
             f"slide {wsi.name}. Loosen the ROI/QC/background options if the slide has tissue."
         )
         log.warning(message)
-        warnings.warn(message, EmptySlideWarning, stacklevel=3)
+        warnings.warn(message, EmptySlideWarning, stacklevel=4)
     if not report:
         return None
     return ExtractionReport(
