@@ -15,4 +15,5 @@ run_rule(
     tile_um=sm.params.tile_um,
     annotations=sm.input.annotations,
     on_bad_input=sm.params.on_bad_input,
+    extraction_reports=list(sm.input.extraction),
 )

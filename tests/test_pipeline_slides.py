@@ -174,6 +174,15 @@ def test_slides_end_to_end(data, tmp_path):
     edited = snakemake(tmp_path, config, "-n")
     assert job_counts(edited.stdout)["extract"] == 1
 
+    # A TFRecord deleted after its extraction: named with the way to extract it again, which works.
+    (label_dir / "s1.tfrecords").unlink()
+    lost = snakemake(tmp_path, config, "-n")
+    report_path = os.path.join("results", "extraction", "SCANNER", "s1.json")
+    assert lost.returncode != 0 and f"though {report_path} records" in lost.stdout + lost.stderr
+    (tmp_path / report_path).unlink()
+    again = snakemake(tmp_path, config, "-n")
+    assert again.returncode == 0 and job_counts(again.stdout)["extract"] == 2, again.stdout + again.stderr
+
 
 def test_two_files_of_one_slide_name(data, tmp_path):
     slides = tmp_path / "slides"

@@ -18,6 +18,7 @@ from slidetiles.pipeline.discovery import (
     ConfigError,
     canonical,
     check_config,
+    lost_extractions,
     plan_extractions,
     plan_slides,
 )
@@ -98,7 +99,11 @@ def extract_params(wildcards):
 def dataset_extraction_reports(wildcards):
     """Extraction reports of the dataset's slide sources: written after each slide's TFRecord and index."""
     sources = dataset_sources(wildcards.dataset)
-    return [job.report for job in EXTRACT_JOBS if job.source in sources]
+    jobs = [job for job in EXTRACT_JOBS if job.source in sources]
+    lost = lost_extractions(jobs)
+    if lost:
+        raise WorkflowError("; ".join(lost))
+    return [job.report for job in jobs]
 
 
 def dataset_sources(dataset):

@@ -253,6 +253,49 @@ def plan_extractions(config: dict, tile_jobs: list[SlideJob] = ()) -> list[Extra
     return jobs
 
 
+def _names(folder: str) -> set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries}
+    except OSError:
+        return set()
+
+
+def lost_extractions(jobs: list[ExtractJob]) -> list[str]:
+    """Messages for slides whose extraction report says a TFRecord/index was written that is gone now.
+
+    Their TFRecords are written by the ``extract`` job beside its report (its declared output), so Snakemake
+    does not see one deleted later. Costs one ``scandir`` per report folder and per TFRecord folder, and reads
+    only the reports of slides without a TFRecord (those skipped, and those lost).
+    """
+    import json
+
+    listed: dict[str, set[str]] = {}
+
+    def present(path: str) -> bool:
+        folder, name = os.path.split(path)
+        if folder not in listed:
+            listed[folder] = _names(folder)
+        return name in listed[folder]
+
+    lost = []
+    for job in jobs:
+        if not present(job.report) or (present(job.tfrecord) and present(job.index)):
+            continue
+        try:
+            with open(job.report) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        for key in ("tfrecord", "index"):
+            if record.get(key) and not present(record[key]):
+                lost.append(
+                    f"{record[key]} is missing, though {job.report} records that the extraction of slide {job.slide} "
+                    f"wrote it; to extract the slide again, delete {job.report} (or add --forcerun {job.report})"
+                )
+    return lost
+
+
 def _nul_bytes(value, where: str):
     """The key path of the first string in ``value`` holding a NUL byte (no file name can), or None."""
     if isinstance(value, str):

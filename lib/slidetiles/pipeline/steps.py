@@ -180,9 +180,16 @@ def build_manifest(
     tile_um,
     annotations: str,
     on_bad_input: str,
+    extraction_reports: list[str] = (),
 ) -> None:
-    """Filter, clip and balance one dataset and write its manifest, summary and tiles-per-slide table."""
+    """Filter, clip and balance one dataset and write its manifest, summary and tiles-per-slide table.
+
+    ``extraction_reports`` (the ``extract`` jobs' JSON reports): every TFRecord a report says was written must
+    still be there, so a deleted one is an error saying how to extract it again, not a slide silently missing.
+    """
     from slidetiles.dataset import Dataset
+
+    _check_extracted(extraction_reports)
 
     ds = Dataset(
         config={name: dict(spec) for name, spec in sources.items()},
@@ -224,6 +231,25 @@ def build_manifest(
         rows.append(f"{row.path}\t{row.slide}\t{row.patient}\t{row.total}\t{row.clipped}")
     _write_text(tiles_per_slide, "\n".join(rows) + "\n")
     log.info("%s: %d TFRecords, %d tiles", manifest, len(ds.tfrecords()), ds.num_tiles)
+
+
+def _check_extracted(reports) -> None:
+    """A TFRecord or index that an extraction report says was written must still be there."""
+    import json
+
+    for report in reports:
+        with open(report) as f:
+            record = json.load(f)
+        if record.get("skipped"):
+            log.info("slide %s has no TFRecord: %s", record.get("slide"), record["skipped"])
+        for key in ("tfrecord", "index"):
+            path = record.get(key)
+            if path and not os.path.exists(path):
+                raise SlidetilesError(
+                    f"{path} is missing, though {report} records that the extraction of slide "
+                    f"{record.get('slide')} wrote it; to extract the slide again, delete {report} (or add "
+                    f"--forcerun {report})"
+                )
 
 
 def _write_text(path: str, text: str) -> None:
