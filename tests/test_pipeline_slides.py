@@ -197,3 +197,21 @@ def test_two_files_of_one_slide_name(data, tmp_path):
     assert result.returncode != 0
     assert "'a.svs' and 'a.tiff' are both slide 'a'" in text and "sources.SCANNER.slides" in text
 
+
+
+def test_parse_time_config_errors(data, tmp_path):
+    """A slide in a tiles source and a slides source, an mpp_overrides key that is no slide: named, no job run."""
+    (tmp_path / "tiles" / "s1").mkdir(parents=True)
+    (tmp_path / "tiles" / "s1" / "s1-32-32.png").write_bytes(b"")
+    config = write_config(tmp_path / "config.yaml", data, mpp=False, on_bad_input="error")
+    text = config.read_text().replace("sources:\n", "sources:\n  TILES: {tiles: tiles, tfrecords: tfrecords/TILES}\n")
+    config.write_text(text)
+    result = snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert "slide 's1' is in two sources (TILES and SCANNER)" in result.stdout + result.stderr
+
+    config.write_text(CONFIG.format(data=data, mpp="    mpp_overrides: {nompp: 0.5, s9: 0.5}\n",
+                                    on_bad_input="error"))
+    result = snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert "sources.SCANNER.mpp_overrides: 's9' is no slide of" in result.stdout + result.stderr
