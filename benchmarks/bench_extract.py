@@ -29,6 +29,22 @@ Runs are interleaved round-robin, after one warm-up round; medians. Per slide an
 (12,000 x 9,000), on 2 threads. The machine has 2 cores, shared with other jobs during these runs: ratios from
 one run are what mean something; absolute seconds drift. VIPS_CONCURRENCY=1 (set unless given), so "1t" is one
 thread inside libvips too, for Slideflow as for slidetiles.
+
+Measured here (two sessions of 3 interleaved runs, other jobs on the machine, load average 1.7-2.9):
+
+- 299 px / 302 um (266 grid tiles, 75 kept, the same 75 as Slideflow, same bytes): Slideflow 1.28-1.38 s;
+  slidetiles 1 thread 0.67-0.70 s (1.91-1.96x), 2 threads 0.45-0.59 s (2.32-2.85x); lab script 1.75-2.10 s from the
+  best level, 18.7-23.6 s from level 0; ceiling 0.09-0.11 s, so slidetiles reaches 0.14-0.15 of it (1 thread).
+- 256 px / 128 um (1,610 grid tiles, read from level 0; 391 kept, Slideflow 389: two tiles with grayspace 0.590
+  and 0.600 that Slideflow's libvips backend, rounding saturation to 8 bits, drops; bytes equal on the 389):
+  Slideflow 7.4-7.7 s; slidetiles 1 thread 3.3-3.5 s (2.19-2.23x), 2 threads 2.2-2.7 s (2.73-3.43x); lab script
+  25.8-28.2 s; ceiling 0.70-0.77 s: 0.20-0.23 of it.
+- Per kept tile, one thread: Slideflow 17-20 ms, slidetiles 9.0-9.4 ms, of which (profiled) ~2.7-3.2 ms reading
+  the regions through libvips' TIFF loader, ~3.2-3.9 ms the Lanczos resize (which fixes the bytes, and which the
+  ceiling does not do), ~0.5 ms encoding; the ceiling 1.3-2.0 ms.
+- Peak RSS on 2 threads (fresh process, 122 MB after imports): 24,000 x 18,000 161-184 MB vs 12,000 x 9,000
+  144-171 MB: +9 to +17 MB for 4x the area (malloc arenas of the worker threads vary run to run; on one thread
+  the difference was 9 MB). Before this round, with libvips' operation cache on, +37 to +59 MB.
 """
 
 from __future__ import annotations
@@ -178,7 +194,8 @@ def bench_setting(sf, sf_slide, path: str, tile_px: int, tile_um: int, runs: int
         def go():
             out = os.path.join(scratch, f"ours{threads}")
             shutil.rmtree(out, ignore_errors=True)
-            counts[f"slidetiles_{threads}t"] = WSI(path, tile_px, tile_um).extract_tiles(out, num_threads=threads).num_tiles
+            report = WSI(path, tile_px, tile_um).extract_tiles(out, num_threads=threads)
+            counts[f"slidetiles_{threads}t"] = report.num_tiles
         return go
 
     def slideflow():
@@ -209,12 +226,18 @@ def bench_setting(sf, sf_slide, path: str, tile_px: int, tile_um: int, runs: int
     counts["ceiling_1t"] = counts["ceiling_2t"] = kept
 
     # Same tiles kept, same bytes: the comparison is of equal work.
-    theirs = {(r["loc_x"], r["loc_y"]): r["image_raw"] for r in sf.TFRecord(os.path.join(scratch, "sf", name + ".tfrecords"))}
-    mine = {(r["loc_x"], r["loc_y"]): r["image_raw"] for r in TFRecord(os.path.join(scratch, "ours2", name + ".tfrecords"))}
+    def tiles_of(records):
+        return {(r["loc_x"], r["loc_y"]): r["image_raw"] for r in records}
+
+    theirs = tiles_of(sf.TFRecord(os.path.join(scratch, "sf", name + ".tfrecords")))
+    mine = tiles_of(TFRecord(os.path.join(scratch, "ours2", name + ".tfrecords")))
     grid = len(WSI(path, tile_px, tile_um).coord)
+    common = set(theirs) & set(mine)
     result = {"grid_tiles": grid, "kept_tiles": kept, "same_tiles_as_slideflow": set(theirs) == set(mine),
-              "same_bytes_as_slideflow": theirs == mine, "source_jpeg_tiles_decoded_by_ceiling": len(raw),
-              "extractors": {}}
+              "kept_only_by_slidetiles": sorted(set(mine) - set(theirs)),
+              "kept_only_by_slideflow": sorted(set(theirs) - set(mine)),
+              "same_bytes_as_slideflow_on_common_tiles": all(theirs[k] == mine[k] for k in common),
+              "source_jpeg_tiles_decoded_by_ceiling": len(raw), "extractors": {}}
     rows = []
     for key, seconds in times.items():
         threads = 2 if key.endswith("2t") else 1
@@ -270,7 +293,9 @@ def main() -> None:
             rss = result["peak_rss_mb_2_threads"]
             checks.append(
                 f"{tile_px}px/{tile_um}um: {result['grid_tiles']} grid tiles, {result['kept_tiles']} kept; same tiles "
-                f"as Slideflow {result['same_tiles_as_slideflow']}, same bytes {result['same_bytes_as_slideflow']}; "
+                f"as Slideflow {result['same_tiles_as_slideflow']} (only ours: {result['kept_only_by_slidetiles']}, "
+                f"only Slideflow's: {result['kept_only_by_slideflow']}), same bytes on the tiles both keep "
+                f"{result['same_bytes_as_slideflow_on_common_tiles']}; "
                 f"2 threads vs 1: slidetiles {result['thread_scaling_slidetiles']:.2f}x, ceiling "
                 f"{result['thread_scaling_ceiling']:.2f}x; peak RSS (MB, before -> after extraction) "
                 + ", ".join(f"{k}: {v['before_mb']:.0f} -> {v['peak_mb']:.0f}" for k, v in rss.items())

@@ -127,10 +127,10 @@ def read_tiles(wsi, corners: np.ndarray, run_tiles: int = 0) -> np.ndarray:
     """RGB ``(N, tile_px, tile_px, 3)`` pixels of the tiles at ``corners``, each as :func:`read_tile` reads it.
 
     Tiles that touch, overlap or nearly touch (a quarter tile apart at most) their left neighbour on a grid row
-    (up to ``run_tiles``, default :data:`RUN_TILES`) are read as one region of their level: each source JPEG tile under the run is decoded once,
-    not once per tile that covers it. Each tile is then cut from that region and resized on its own (a pixel's
-    value does not depend on the region it is read in, so the bytes are :func:`read_tile`'s), and the tiles of a
-    run are computed by one libvips pipeline.
+    (up to ``run_tiles``, default :data:`RUN_TILES`) are read as one region of their level: each source JPEG tile
+    under the run is decoded once, not once per tile that covers it. Each tile is then cut from that region and
+    resized on its own (a pixel's value does not depend on the region it is read in, so the bytes are
+    :func:`read_tile`'s), and the tiles of a run are computed by one libvips pipeline.
 
     Example:
         >>> read_tiles(wsi, wsi.kept_corners()[:4]).shape  # doctest: +SKIP
