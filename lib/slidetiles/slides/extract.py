@@ -8,6 +8,10 @@ quality 95 by default, PNG). Records are Slideflow's (``image_raw``, ``slide``, 
 in level-0 pixels), written in grid order (rows of y, then x) so the same slide and parameters give the same
 bytes.
 
+Work is done in runs of neighbouring tiles: background patches are cut from one band of the filter level per run
+of tiles on a grid row, kept tiles from one region of their level per run (each source JPEG tile decoded once per
+run), so the cost follows the kept tiles and the peak memory does not follow the slide's size.
+
 The TFRecord is written to a hidden temporary file renamed into place when complete
 (:class:`slidetiles.io.writer.TFRecordWriter`); when no tile is left, nothing appears at the final path and an
 :class:`EmptySlideWarning` names the slide.
