@@ -12,14 +12,16 @@ rule extract:
         "results/benchmarks/extract/{source}/{slide}.tsv"
     wildcard_constraints:
         source=SLIDE_SOURCE_PATTERN,
+    # Its own group: a slide's extraction is minutes of multi-threaded work, the tfrecord rules' seconds of one
+    # thread, so the SLURM profile packs fewer of them into one submission (group-components).
     group:
-        "per_slide"
+        "extract_slides"
     conda:
         "../../environment.yml"
-    threads: 8
+    threads: 4
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=20,
     params:
         job=extract_params,
         tile_px=config["tile_px"],
