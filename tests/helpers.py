@@ -13,3 +13,15 @@ def write_tiles(path, tiles, slide="slide1", locations=True):
             else:
                 writer.write_tile(tile, slide)
     return locs
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """The "Job stats" table Snakemake prints before running (or dry-running)."""
+    counts = {}
+    for line in text.split("Job stats:", 1)[-1].splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[1].isdigit():
+            counts[fields[0]] = int(fields[1])
+        elif counts and not fields:
+            break
+    return counts

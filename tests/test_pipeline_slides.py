@@ -18,6 +18,7 @@ import tifffile
 
 import slidetiles
 from slidetiles.slides.synthetic import write_synthetic_slide
+from helpers import job_counts
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 2048, 1536
@@ -61,17 +62,6 @@ def snakemake(workdir, config, *args, timeout=600):
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
-
-def job_counts(text: str) -> dict[str, int]:
-    """The "Job stats" table Snakemake prints before running (or dry-running)."""
-    counts = {}
-    for line in text.split("Job stats:", 1)[-1].splitlines():
-        fields = line.split()
-        if len(fields) == 2 and fields[1].isdigit():
-            counts[fields[0]] = int(fields[1])
-        elif counts and not fields:
-            break
-    return counts
 
 
 def write_config(path: Path, data: Path, *, mpp: bool, on_bad_input: str) -> Path:

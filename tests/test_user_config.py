@@ -21,6 +21,7 @@ import pytest
 
 import slidetiles
 from slidetiles.demo import iter_tiles
+from helpers import job_counts
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -99,17 +100,6 @@ def readme_command(checkout: Path, *args: str, timeout=600) -> subprocess.Comple
 def output(result) -> str:
     return result.stdout + result.stderr
 
-
-def job_counts(text: str) -> dict[str, int]:
-    """The "Job stats" table Snakemake prints before running (or dry-running)."""
-    counts = {}
-    for line in text.split("Job stats:", 1)[-1].splitlines():
-        fields = line.split()
-        if len(fields) == 2 and fields[1].isdigit():
-            counts[fields[0]] = int(fields[1])
-        elif counts and not fields:
-            break
-    return counts
 
 
 def sha256(path: Path) -> str:
