@@ -68,6 +68,8 @@ class ExtractionReport:
         num_tiles: tiles kept; locations: their ``(loc_x, loc_y)`` centres, ``(N, 2)`` int64.
         ws_fraction, gs_fraction: whitespace/grayspace fraction of each kept tile (None when not computed).
         removed: tiles removed, by reason (``roi``, ``qc``, ``whitespace``, ``grayspace``, ``max_tiles``).
+        removed_locations: the removed tiles' ``(loc_x, loc_y)`` centres, ``(N, 2)`` int64, by the same reasons
+        (what :func:`slidetiles.slides.preview.draw_extraction` draws).
     """
 
     slide: str
@@ -80,6 +82,7 @@ class ExtractionReport:
     ws_fraction: np.ndarray | None = None
     gs_fraction: np.ndarray | None = None
     removed: dict = field(default_factory=dict)
+    removed_locations: dict = field(default_factory=dict)
 
 
 def encode_tile(rgb: np.ndarray, img_format: str = "jpg", quality: int = DEFAULT_QUALITY) -> bytes:
@@ -298,16 +301,20 @@ def _extract(wsi, tfrecord_dir, tiles_dir, img_format, report, quality, ws_f, ws
              threads):
     corners = wsi.kept_corners()
     removed = dict(wsi.removed_counts())
+    # Corners of the removed tiles by reason (each tile under the first filter that removed it, as ``removed``).
+    removed_corners = dict(wsi.removed_corners())
     white = gray = None
     if ws_f < 1 or gs_f < 1:
         white, gray = _background(wsi, corners, ws_t, gs_t, threads)
         reasons = background.background_reasons(white, gray, ws_f, gs_f)
         for reason in (background.WHITESPACE, background.GRAYSPACE):
             removed[reason] = int(np.sum(reasons == reason))
+            removed_corners[reason] = corners[reasons == reason]
         keep = reasons == ""
         corners, white, gray = corners[keep], white[keep], gray[keep]
     if max_tiles is not None and len(corners) > max_tiles:
         removed["max_tiles"] = len(corners) - int(max_tiles)
+        removed_corners["max_tiles"] = corners[int(max_tiles) :]
         corners = corners[: int(max_tiles)]
         white = None if white is None else white[: int(max_tiles)]
         gray = None if gray is None else gray[: int(max_tiles)]
@@ -336,6 +343,7 @@ def _extract(wsi, tfrecord_dir, tiles_dir, img_format, report, quality, ws_f, ws
         ws_fraction=white if ws_f < 1 else None,
         gs_fraction=gray if gs_f < 1 else None,
         removed=removed,
+        removed_locations={reason: wsi.centres(c) for reason, c in removed_corners.items()},
     )
 
 

@@ -198,6 +198,15 @@ class WSI:
         roi = int((~self._keep["roi"]).sum())
         return {"roi": roi, "qc": int((self._keep["roi"] & ~self._keep["qc"]).sum())}
 
+    def removed_corners(self) -> dict:
+        """Top-left level-0 corners ``(N, 2)`` of the tiles :meth:`removed_counts` counts, by reason, in grid order.
+
+        Example:
+            >>> {reason: len(c) for reason, c in wsi.removed_corners().items()}  # doctest: +SKIP
+            {'roi': 120, 'qc': 14}
+        """
+        return {"roi": self._corners[~self._keep["roi"]], "qc": self._corners[self._keep["roi"] & ~self._keep["qc"]]}
+
     def centres(self, corners: np.ndarray | None = None) -> np.ndarray:
         """``loc_x``/``loc_y`` (tile centres, level-0) of ``corners`` (default: the kept tiles)."""
         return grid.tile_centres(self.kept_corners() if corners is None else corners, self.full_extract_px)
