@@ -87,7 +87,7 @@ def draw_note(path: str | os.PathLike | None, text: str, *, slide_path: str | os
     that cannot be opened gives the text alone. Saved as PNG to ``path`` when given.
 
     Example:
-        >>> draw_note("damaged.png", "skipped: cannot open damaged.svs", slide_path="damaged.svs").width  # doctest: +SKIP
+        >>> draw_note("damaged.png", "cannot open damaged.svs", slide_path="damaged.svs").width  # doctest: +SKIP
         512
     """
     from PIL import Image
