@@ -14,4 +14,5 @@ run_rule(
     extraction=sm.params.extraction,
     on_bad_input=sm.params.on_bad_input,
     threads=sm.threads,
+    thumbnail=sm.output.thumbnail,
 )

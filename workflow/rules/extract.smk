@@ -1,11 +1,13 @@
 rule extract:
     """One slide file of a `slides` source -> <tfrecords>/<label>/<slide>.tfrecords + .index.npz (written
     atomically by the library), then results/extraction/<source>/<slide>.json (tiles kept and removed, or why
-    the slide was skipped)."""
+    the slide was skipped) and <slide>.png (the slide's thumbnail with its kept and removed tiles drawn, or why
+    it has none: the report links it)."""
     input:
         unpack(extract_input),
     output:
         report="results/extraction/{source}/{slide}.json",
+        thumbnail="results/extraction/{source}/{slide}.png",
     log:
         "logs/extract/{source}/{slide}.log",
     benchmark:

@@ -87,6 +87,7 @@ def extract_slide(
     extraction: dict,
     on_bad_input: str,
     threads: int = 1,
+    thumbnail: str | None = None,
 ) -> None:
     """One slide file -> ``<tfrecords>/<label>/<slide>.tfrecords`` + ``.index.npz``, then the JSON ``report``.
 
@@ -96,6 +97,15 @@ def extract_slide(
     A slide that cannot be tiled (unreadable, no microns per pixel, smaller than a tile, missing ROI) or keeps no
     tile after ROI/QC/background filtering stops the job with a message naming it and the config key to change;
     with ``on_bad_input: skip`` it is logged and the report records why it has no TFRecord.
+
+    ``thumbnail`` (a PNG path) gets the slide's thumbnail with its kept tiles and the removed ones by reason
+    (:func:`slidetiles.slides.preview.draw_extraction`); for a skipped slide, the reason is written on it, over
+    the slide's plain thumbnail when there is no extraction to draw and the file opens, alone when it does not.
+
+    Example:
+        >>> extract_slide(slide_path="slides/s1.svs", report="results/extraction/S/s1.json", job=job, tile_px=299,
+        ...               tile_um=302, extraction={}, on_bad_input="skip",
+        ...               thumbnail="results/extraction/S/s1.png")  # doctest: +SKIP
     """
     import json
     import warnings
@@ -113,6 +123,7 @@ def extract_slide(
     record = {"source": source, "slide": slide, "path": slide_path, "tfrecord": None, "index": None,
               "num_tiles": 0, "removed": {}, "skipped": None}
     problem = None
+    wsi = result = None
     try:
         wsi = WSI(
             slide_path,
@@ -157,8 +168,25 @@ def extract_slide(
             raise SlidetilesError(f"{problem}. Or set on_bad_input: skip to leave the slide out")
         log.warning("%s; skipped (on_bad_input: skip)", problem)
         record["skipped"] = problem
+    if thumbnail:
+        _draw_thumbnail(thumbnail, wsi, result, slide_path, problem and f"skipped: {problem}")
     _write_text(report, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
     log.info("%s: %d tiles%s", slide, record["num_tiles"], f" -> {tfrecord}" if record["tfrecord"] else "")
+
+
+def _draw_thumbnail(path: str, wsi, result, slide_path: str, note: str | None) -> None:
+    """The extraction drawn on the slide, or ``note`` (why there is none) over its plain thumbnail if it opens."""
+    from slidetiles.errors import SlideError
+    from slidetiles.slides import preview
+
+    if wsi is not None and result is not None:
+        try:
+            preview.draw_extraction(wsi, result, path, note=note)
+            return
+        except (SlideError, OSError, ValueError) as exc:  # the tiles are written; a picture is no reason to fail
+            log.warning("%s: cannot draw the extraction on the thumbnail (%s); writing a note instead", slide_path, exc)
+            note = f"{note + '; ' if note else ''}no thumbnail: {exc}"
+    preview.draw_note(path, note or "no extraction to draw", slide_path=slide_path)
 
 
 def index_tfrecord(*, tfrecord: str, index: str) -> None:
@@ -305,9 +333,32 @@ def make_split(*, manifest: str, plan: dict, splits: str, png: str, svg: str) ->
 
 
 # -- report ----------------------------------------------------------------------------------------------------------
-def make_report(*, manifests: list[str], summaries: list[str], splits: list[str], plots: list[str], html: str) -> None:
-    """A self-contained HTML page: dataset summaries, tiles per slide, split compositions, stage timings."""
-    from slidetiles.pipeline.report import render_report
+def make_report(
+    *,
+    manifests: list[str],
+    summaries: list[str],
+    splits: list[str],
+    plots: list[str],
+    html: str,
+    extractions: list[str] = (),
+    tiles_tsv: str | None = None,
+) -> None:
+    """The HTML page (dataset summaries and distributions of tiles per slide, slide extraction, split
+    compositions, stage timings) and, from the ``extract`` jobs' JSON reports, ``tiles_tsv``: one row per slide
+    of a slides source (grid tiles, kept, removed by reason, why skipped, its thumbnail), which the page links.
 
-    _write_text(html, render_report(manifests=manifests, summaries=summaries, splits=splits, plots=plots))
-    log.info("wrote %s", html)
+    Example:
+        >>> make_report(manifests=["results/manifests/all.json"], summaries=["results/manifests/all.summary.txt"],
+        ...             splits=[], plots=[], html="results/report.html",
+        ...             extractions=["results/extraction/S/s1.json"],
+        ...             tiles_tsv="results/extraction/tiles_per_slide.tsv")  # doctest: +SKIP
+    """
+    from slidetiles.pipeline.report import extraction_table, render_report, write_extraction_table
+
+    table = extraction_table(list(extractions))
+    if tiles_tsv:
+        os.makedirs(os.path.dirname(tiles_tsv) or ".", exist_ok=True)
+        write_extraction_table(table, tiles_tsv)
+    _write_text(html, render_report(manifests=manifests, summaries=summaries, splits=splits, plots=plots,
+                                    extraction=table, page=html, tiles_tsv=tiles_tsv))
+    log.info("wrote %s (%d slides extracted)", html, len(table))
