@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 import slidetiles
+from slidetiles.slides import preview
 from slidetiles.slides.synthetic import write_synthetic_slide
 from helpers import job_counts
 
@@ -154,7 +156,7 @@ def test_slides_end_to_end(data, tmp_path):
     assert sorted(Path(p).name for p in manifest.tfrecords()) == sorted(
         f"{s}.tfrecords" for s in SLIDES if s not in NO_TILES)
     assert (tmp_path / "results" / "splits" / "cv.json").exists()
-    assert (tmp_path / "results" / "report.html").exists()
+    check_thumbnails_and_report(tmp_path)
 
     again = snakemake(tmp_path, config, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout
@@ -172,6 +174,32 @@ def test_slides_end_to_end(data, tmp_path):
     (tmp_path / report_path).unlink()
     again = snakemake(tmp_path, config, "-n")
     assert again.returncode == 0 and job_counts(again.stdout)["extract"] == 2, again.stdout + again.stderr
+
+
+def check_thumbnails_and_report(workdir: Path) -> None:
+    """Every slide has its thumbnail PNG (the slide's aspect above the legend; a note alone for the file that does
+    not open), and the report links each from its table of tiles per slide, never embedding one."""
+    extraction = workdir / "results" / "extraction"
+    for slide in SLIDES:
+        with Image.open(extraction / "SCANNER" / f"{slide}.png") as png:
+            assert png.format == "PNG" and png.width == preview.DEFAULT_WIDTH, slide
+            if slide == "damaged":
+                assert png.height % preview.LEGEND_ROW == 0
+                continue
+            w, h = (W, H) if slide.startswith("s") else (1024, 1024)
+            legend = png.height - round(png.width * h / w)
+            assert 0 < legend <= 10 * preview.LEGEND_ROW and legend % preview.LEGEND_ROW == 0, (slide, png.size)
+            if slide == "s2":  # the tiles outside its ROI drawn in the ROI colour
+                assert (np.asarray(png.convert("RGB")) == preview.COLOURS["roi"]).all(axis=-1).any()
+    page = (workdir / "results" / "report.html").read_text()
+    assert "Slide extraction" in page and "<a href='extraction/tiles_per_slide.tsv'>" in page
+    assert page.count("data:image") == 3  # the dataset's and the extraction's charts, the split's plot
+    for slide in SLIDES:
+        assert f"<a href='extraction/SCANNER/{slide}.png'>png</a>" in page
+        assert f"<tr><td>{slide}</td><td>SCANNER</td>" in page
+    assert "no tile left after filtering" in page
+    table = (extraction / "tiles_per_slide.tsv").read_text().splitlines()
+    assert len(table) == len(SLIDES) + 1 and table[0].startswith("source\tslide\tgrid\tkept\t")
 
 
 def test_two_files_of_one_slide_name(data, tmp_path):
