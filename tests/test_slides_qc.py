@@ -242,8 +242,11 @@ def test_otsu_keeps_no_glass(grid):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="Slideflow's Otsu splits the IHC texture's own two saturation modes (pale counterstain ~15/255, DAB "
-    "~100/255): about half the tissue pixels fall below the threshold, so ~55-80 % of all-tissue tiles survive",
+    reason="the IHC texture is bimodal in saturation and Otsu splits it, not glass from tissue: on this thumbnail "
+    "glass is a spike at 5/255 (after the median blur), tissue has a pale mode at ~10-20 (the photograph's "
+    "unstained stroma and lumina, neutral grey: 38 % of its pixels under 30/255) and a stained one at ~60-120; Otsu "
+    "puts its threshold at ~47, under which fall 47 % of tissue pixels, so ~56 % of all-tissue 64-um tiles survive. "
+    "Realistic for lightly counterstained IHC; scaling the stain density (Beer-Lambert) does not lift neutral stroma",
 )
 def test_otsu_keeps_95_percent_of_tissue_tiles(grid):
     keep = tile_keep_from_mask(qc_mask(grid.thumb, "otsu"), grid.d, grid.boxes)
@@ -261,19 +264,46 @@ def test_otsu_removes_black_ink_outside_tissue(slide, grid):
     assert grid.pen_on_glass.sum() >= 2 and not keep[grid.pen_on_glass].any()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Slideflow's Otsu keeps saturated ink (it warns so in its docstring); its suggested remedy, blur first, "
-    "does not help here: the synthetic ink keeps the glass's pixel noise, so it looks sharp",
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(
+            "otsu",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="Slideflow's Otsu keeps saturated ink, as its docstring warns: blue ink's saturation (~140/255) "
+                "is far above the glass/stain threshold (56), so ink over glass passes as tissue (here 3 of 12 "
+                "tissue-free tiles with ink kept, ~99 % of the ink's pixels away from tissue)",
+            ),
+        ),
+        "both",
+    ],
 )
-@pytest.mark.parametrize("method", ["otsu", "both"])
 def test_coloured_ink_is_removed(method):
+    # Slideflow's remedy is blur first: the ink lies on the coverslip, out of the scanner's focal plane, so the
+    # blur filter flags it and 'both' blacks it out before Otsu.
+    from scipy.ndimage import distance_transform_edt
+
+    from slidetiles.slides.qc import BLUR_SIGMA
+
     scene = make_scene(W, H, mpp=MPP, seed=0)
     assert scene.pen.ink == "blue"
     d = 4
     thumb = scene.render(d, 0, 0, W // d, H // d)
     truth = scene.masks(d, 0, 0, W // d, H // d)
-    assert qc_mask(thumb, method)[truth["pen"] & ~truth["tissue"]].mean() <= 0.05
+    keep = qc_mask(thumb, method)
+    # Tiles: every 64-um tile with ink and no tissue is dropped.
+    xs, ys = np.meshgrid(np.arange(0, W - TILE + 1, TILE), np.arange(0, H - TILE + 1, TILE))
+    boxes = np.stack([xs.ravel(), ys.ravel(), xs.ravel() + TILE, ys.ravel() + TILE], axis=1)
+    span = [np.s_[y0 // d : y1 // d, x0 // d : x1 // d] for x0, y0, x1, y1 in boxes]
+    inked = np.array([truth["pen"][b].any() and not truth["tissue"][b].any() for b in span])
+    assert inked.sum() >= 5
+    assert not tile_keep_from_mask(keep, d, boxes)[inked].any()
+    # Pixels: the ink over glass is flagged, but within the reach of the blur filter's smoothing (3 sigma) of
+    # sharp tissue, where the tissue's edges make the ink look sharp too.
+    far = truth["pen"] & (distance_transform_edt(~truth["tissue"]) > 3 * BLUR_SIGMA)
+    assert far.sum() > 1000
+    assert keep[far].mean() <= 0.05
 
 
 def test_blur_removes_the_blurred_patch_and_keeps_sharp_tissue(grid):

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from slidetiles.slides import SyntheticSlide, make_scene, write_synthetic_slide
-from slidetiles.slides.synthetic import GLASS_RGB, INK_DENSITY
+from slidetiles.slides.synthetic import GLASS_NOISE, GLASS_RGB, INK_DENSITY, PEN_DEFOCUS
 
 W, H = 2048, 1536
 LEVELS = (1, 4, 16)
@@ -204,12 +204,15 @@ def test_tissue_glass_pen_and_blur_look_the_part(slides):
 
     core = binary_erosion(tissue & ~pen, iterations=4)
     glass = binary_erosion(~tissue & ~pen, iterations=4)
-    ink = binary_erosion(pen & ~tissue, iterations=2)
+    # The defocused ink reaches full density only ~2.5 sigma of its blur inside the stroke's outline.
+    sigma = PEN_DEFOCUS * s.scene.pen.half_width / 4
+    ink = binary_erosion(pen & ~tissue, iterations=round(2.5 * sigma))
     assert core.sum() > 5000 and glass.sum() > 50000 and ink.sum() > 200
 
     glass_px = img[glass]
     assert np.abs(glass_px.mean(0) - GLASS_RGB).max() < 2.0
-    assert glass_px.std(0).max() < 4.0
+    # Level 1 averages 4 x 4 level-0 pixels, as a scanner's pyramid does: a quarter of the noise (plus JPEG's).
+    assert glass_px.std(0).max() < 1.0 < GLASS_NOISE
     tissue_px = img[core]
     # Stained tissue: darker and far more varied than glass, and brown-stained (red above blue) on average.
     assert tissue_px.mean() < np.mean(GLASS_RGB) - 40

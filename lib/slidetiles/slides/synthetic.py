@@ -4,11 +4,12 @@
 report its MPP and magnification from the description; libvips reads its pages), an OME-TIFF (SubIFD pyramid, OME-XML with
 ``PhysicalSizeX``) or a plain tiled pyramidal TIFF (resolution tags only). The picture is a scene, not an image:
 
-- glass: near-white with fine sensor noise;
+- glass: near-white with fine sensor noise, which averages out on the lower levels as in a real pyramid;
 - tissue islands: irregular seeded blobs laid out on a grid, filled with the immunohistochemistry photograph
   scikit-image ships (``skimage.data.immunohistochemistry()``, the source of :mod:`slidetiles.demo` too),
   mirrored into a seamless period, each island with its own offset, orientation and stain gain;
-- a pen mark: a tapered ink stroke that circles one island, in and out of its tissue;
+- a pen mark: a tapered ink stroke that circles one island, in and out of its tissue, out of focus (it lies on
+  the coverslip);
 - an out-of-focus patch: a disc inside another island where the tissue is Gaussian-blurred.
 
 Every pixel of every level is computed from that geometry at the pixel's centre, so a level is drawn directly at
@@ -46,8 +47,14 @@ TEXTURE_MPP = 0.5
 #: Glass colour (RGB) and the standard deviation of its per-pixel noise, in 8-bit levels.
 GLASS_RGB = (243.0, 242.0, 239.0)
 GLASS_NOISE = 1.6
-#: Mean fraction of the ink's full absorption a pen stroke lays down (it varies by +-5 % with the glass noise).
+#: Mean fraction of the ink's full absorption a pen stroke lays down (it varies by +-5 % with the glass noise,
+#: before the defocus blur).
 INK_DENSITY = 0.92
+#: Sigma of the pen stroke's defocus blur, as a fraction of its half width. Ink sits on the coverslip, ~170 um
+#: above the section the scanner focuses on, so real pen marks are imaged out of focus: soft-edged and without
+#: pixel-scale grain. The blur scales with the stroke, as the whole scene does with the slide: on the 24,000 x
+#: 18,000 px, 0.25-um benchmark slide sigma is ~20 um, a conservative defocus at that depth.
+PEN_DEFOCUS = 0.25
 # Transmittance of the inks a pathologist marks slides with: what fraction of each channel passes the ink.
 _INKS = {
     "green": (0.22, 0.55, 0.38),
@@ -213,7 +220,7 @@ class Scene:
         # Pixels travel packed as one uint32 (RGB + a spare byte): gathers and masked copies move one element
         # per pixel instead of three, and only the few pixels on an edge are blended in floating point.
         d = float(downsample)
-        glass, noise = _glass_tile(self.seed)
+        glass, noise = _glass_tile(self.seed, d)
         n = glass.shape[0]
         shifted = np.roll(glass, (-(y % n), -(x % n)), axis=(0, 1))
         img = np.ascontiguousarray(np.tile(shifted, (-(-height // n), -(-width // n)))[:height, :width])
@@ -240,19 +247,64 @@ class Scene:
                 sub[edge] = _pack(under + (_unpack(tissue[edge]) - under) * weight)
 
         if self.pen is not None:
-            box = _pixel_box(self.pen.bbox, d, x, y, width, height)
-            if box is not None:
-                bx, by = x + box[1].start, y + box[0].start
-                cover = _soft(self.pen.outline, d, bx, by, *_size(box))
-                inked = np.nonzero(cover)
-                if inked[0].size:
-                    sub = img[box]
-                    # Ink is laid down unevenly: its density follows the glass noise pattern a little.
-                    grain = noise[(inked[0] + by) % n, (inked[1] + bx) % n]
-                    amount = cover[inked].astype(np.float32) * np.float32(1 / 9) * (INK_DENSITY + 0.05 * grain)
-                    absorbed = 1.0 - np.asarray(self.pen.transmittance, np.float32)
-                    sub[inked] = _pack(_unpack(sub[inked]) * (1.0 - amount[:, None] * absorbed))
+            self._ink(img, d, x, y, width, height)
         return img
+
+    def _ink(self, img: np.ndarray, d: float, x: int, y: int, width: int, height: int) -> None:
+        """Lay the pen stroke over packed ``img`` (in place): the glass or tissue seen through the ink."""
+        layer = self._ink_layer(d, x, y, width, height)
+        if layer is None:
+            return
+        # Below 1/1024 of the ink's absorption a pixel changes by under a quarter of a grey level.
+        inked = np.nonzero(layer >= 1 / 1024)
+        if inked[0].size:
+            absorbed = 1.0 - np.asarray(self.pen.transmittance, np.float32)
+            img[inked] = _pack(_unpack(img[inked]) * (1.0 - layer[inked][:, None] * absorbed))
+
+    def _ink_layer(self, d: float, x: int, y: int, width: int, height: int) -> np.ndarray | None:
+        """Fraction of the ink's full absorption over each pixel of a region (float32), None if nowhere.
+
+        The ink lies on the coverslip, far above the focal plane the scanner keeps on the section, so it is
+        imaged out of focus: the stroke's density (anti-aliased outline times its uneven laying-down) blurred by a
+        Gaussian of ``PEN_DEFOCUS`` times the stroke's half width. A wide blur is computed on a coarser grid
+        (2-4 of its pixels per sigma) and interpolated bilinearly: smooth either way, and cheap at level 0.
+        Every pixel's value depends on the scene and its own position only, whatever region it is drawn in.
+        """
+        pen = self.pen
+        sigma = PEN_DEFOCUS * pen.half_width / d  # in pixels of this level
+        grow = (4.0 * sigma + 3.0) * d
+        x0, y0, x1, y1 = pen.bbox
+        if x1 + grow < x * d or x0 - grow > (x + width) * d or y1 + grow < y * d or y0 - grow > (y + height) * d:
+            return None
+        if sigma > 4.0:
+            k = int(sigma / 2.0)
+            # Pixel i's centre, (i + 0.5) * d, in pixels of the grid at downsample d * k, whose centres are (j + 0.5).
+            u = (np.arange(x, x + width) + 0.5) / k - 0.5
+            v = (np.arange(y, y + height) + 0.5) / k - 0.5
+            ju, iv = np.floor(u).astype(np.intp), np.floor(v).astype(np.intp)
+            fu, fv = (u - ju).astype(np.float32), (v - iv).astype(np.float32)
+            j0, i0 = int(ju[0]), int(iv[0])
+            coarse = self._ink_layer(d * k, j0, i0, int(ju[-1]) - j0 + 2, int(iv[-1]) - i0 + 2)
+            if coarse is None:
+                return None
+            ju -= j0
+            iv -= i0
+            rows = coarse[iv] * (1 - fv)[:, None] + coarse[iv + 1] * fv[:, None]
+            return rows[:, ju] * (1 - fu) + rows[:, ju + 1] * fu
+        r = int(4.0 * sigma + 0.5) if sigma >= 0.25 else 0  # scipy's kernel radius at truncate=4
+        cover = _soft(pen.outline, d, x - r, y - r, width + 2 * r, height + 2 * r)
+        if not cover.any():
+            return None
+        noise = _glass_tile(self.seed, d)[1]
+        n = noise.shape[0]
+        grain = noise[np.ix_(np.arange(y - r, y + height + r) % n, np.arange(x - r, x + width + r) % n)]
+        # Ink is laid down unevenly: its density follows the glass noise pattern a little.
+        layer = cover.astype(np.float32) * np.float32(1 / 9) * (np.float32(INK_DENSITY) + np.float32(0.05) * grain)
+        if r:
+            import scipy.ndimage
+
+            layer = scipy.ndimage.gaussian_filter(layer, sigma, mode="constant", truncate=4.0)
+        return layer[r : r + height, r : r + width]
 
     def render(self, downsample: float, x: int, y: int, width: int, height: int) -> np.ndarray:
         """The RGB uint8 pixels of a region of the level at ``downsample`` (level pixel coordinates)."""
@@ -403,10 +455,16 @@ def _packed_texture(period: int, sigma: float, gain: tuple[float, float, float])
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _glass_tile(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A 256 x 256 periodic patch of glass (packed uint32) and its noise in standard deviations (float32)."""
+@functools.lru_cache(maxsize=8)
+def _glass_tile(seed: int, downsample: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A 256 x 256 periodic patch of glass (packed uint32) at ``downsample`` and its noise (float32).
+
+    The noise is in standard deviations of level 0's: a scanner's lower levels are averages of level 0, so a
+    pixel of the level at downsample d holds the mean of d x d independent level-0 samples and its noise has
+    1/d of their standard deviation (at d >= 4 under half a grey level: flat glass, as real thumbnails have).
+    """
     noise = np.random.default_rng([seed, 0x6C617373]).standard_normal((256, 256)).astype(np.float32)
+    noise *= np.float32(1.0 / max(1.0, float(downsample)))
     glass = _pack(noise[..., None] * GLASS_NOISE + np.asarray(GLASS_RGB, np.float32))
     glass.setflags(write=False)
     noise.setflags(write=False)
