@@ -6,7 +6,9 @@ of counts in a strip below the slide, so one look tells whether a filter took ti
 tile is filled with its colour at :data:`FILL_ALPHA` over the slide and outlined in it, kept tiles drawn last
 (on top where tiles overlap, ``stride_div`` > 1).
 
-PNG files hold no timestamp or other metadata: the same slide and report give the same bytes.
+PNG files are palette images (:data:`PNG_COLOURS` colours, Pillow's fast octree): a third of the bytes of an
+RGB PNG and quicker to write, which counts at 10,000 slides, and the drawn colours keep their exact values in
+practice. They hold no timestamp or other metadata: the same slide and report give the same bytes.
 
 Example:
     >>> report = wsi.extract_tiles("tfrecords/299px_302um", qc="otsu")  # doctest: +SKIP
@@ -36,6 +38,8 @@ FILL_ALPHA = 0.35
 #: Height of one row of the legend strip below the slide, in pixels.
 LEGEND_ROW = 18
 DEFAULT_WIDTH = 512
+#: Colours of the saved PNG's palette.
+PNG_COLOURS = 256
 _TEXT = (40, 40, 40)
 _PAD = 4
 
@@ -104,13 +108,16 @@ def draw_note(path: str | os.PathLike | None, text: str, *, slide_path: str | os
 
 
 def save_png(image, path: str | os.PathLike) -> None:
-    """``image`` as a PNG at ``path``, written atomically, with no metadata (the same picture, the same bytes)."""
+    """``image`` as a palette PNG at ``path``, written atomically, with no metadata (the same picture, the same
+    bytes)."""
     import io
+
+    from PIL import Image
 
     from slidetiles.io.writer import atomic_write
 
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.convert("RGB").quantize(PNG_COLOURS, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG")
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     with atomic_write(path) as f:
         f.write(buffer.getvalue())
