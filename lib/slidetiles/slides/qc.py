@@ -18,6 +18,19 @@ Follows Slideflow 3.0.2 (``slideflow/slide/qc/otsu.py``, ``gaussian.py``, ``gaus
   median blur moves), that is the AND of the two keep masks judged once, which is what :func:`qc_mask` returns.
   :func:`qc_masks` gives them one by one, for a report of how many tiles each filter removed.
 
+Two methods of ours, not Slideflow's, judge tissue by how much light it absorbs rather than by its colour:
+
+- ``'od'``: optical density against the slide's own glass (:func:`od_mask`): a pixel is tissue when, after the same
+  7-px median blur, its density summed over R, G and B exceeds :data:`OD_THRESHOLD` (0.1: ~7.5 % less light in every
+  channel than the glass). Saturation misses colourless tissue: unstained stroma and lumina of an IHC slide are as
+  grey as glass, and on a stain with two saturation modes (hematoxylin-only stroma, DAB) Otsu's threshold falls
+  between the stain's modes rather than between glass and tissue, dropping the pale half (on the synthetic slides
+  ~45 % of all-tissue 64-um tiles). Density sees every tissue, but also ink of any colour (black ink included,
+  which Otsu on saturation removes) and dark debris.
+- ``'od+blur'``: ``'od'`` and the blur mask, both required. Ink lies on the coverslip, out of the scanner's focal
+  plane, so the blur filter removes it over glass (and the blurry tissue, as in ``'both'``); the density is judged
+  on the whole thumbnail, not a blacked-out one (black is the densest of all).
+
 Tiles and masks meet in :func:`tile_keep_from_mask`: the tile's footprint in the mask, with Slideflow's rounding,
 and the tile is dropped when strictly more than ``filter_threshold`` (0.6) of that footprint is flagged.
 
@@ -42,8 +55,17 @@ import skimage.filters
 
 from slidetiles.errors import QCError
 
-#: Values ``method`` may take.
-QC_METHODS = (None, "otsu", "blur", "both")
+#: Values ``method`` may take: Slideflow's, then ours (optical density against the glass, alone or with blur).
+QC_METHODS = (None, "otsu", "blur", "both", "od", "od+blur")
+#: The methods that use the blur mask (and so a thumbnail at :func:`blur_mpp`, if the caller has one).
+BLUR_METHODS = ("blur", "both", "od+blur")
+#: ``'od'``: summed optical density (base 10, R + G + B) above the glass's at which a pixel is tissue. Glass scatters
+#: around 0 (its noise is gone after the median blur); 0.1 is every channel ~7.5 % darker than glass, a quarter of
+#: the density of the palest hematoxylin-counterstained stroma of the synthetic slides.
+OD_THRESHOLD = 0.1
+#: ``'od'``'s glass: each channel's value at this percentile of the median-blurred thumbnail, i.e. its brightest
+#: pixels, which are glass on any slide with more than 1 % of glass in view (pass ``glass=`` otherwise).
+GLASS_PERCENTILE = 99
 #: Slideflow's Otsu thumbnail: the smallest pyramid level whose smaller side is above this many pixels.
 OTSU_MIN_SIZE = 500
 #: Median-blur kernel applied to the saturation channel before Otsu's threshold.
@@ -110,6 +132,49 @@ def otsu_mask(rgb: np.ndarray) -> np.ndarray:
     return smoothed > threshold
 
 
+def glass_rgb(rgb: np.ndarray, percentile: float = GLASS_PERCENTILE) -> np.ndarray:
+    """The glass's colour on a thumbnail: each channel at ``percentile`` of the 7-px median-blurred image (float).
+
+    Example:
+        >>> img = np.full((64, 64, 3), 240, np.uint8); img[16:48, 16:48] = (180, 90, 140)
+        >>> glass_rgb(img).tolist()
+        [240.0, 240.0, 240.0]
+    """
+    smoothed = cv2.medianBlur(_as_rgb(rgb), OTSU_MEDIAN_KERNEL)
+    return np.percentile(smoothed.reshape(-1, 3), percentile, axis=0)
+
+
+def od_mask(rgb: np.ndarray, threshold: float = OD_THRESHOLD, glass: Sequence[float] | None = None) -> np.ndarray:
+    """Tissue mask by optical density against the glass: True = tissue (keep). Not Slideflow's (see the module).
+
+    Each channel of the 7-px median-blurred thumbnail gives ``log10((glass + 1) / (value + 1))`` (0 where brighter
+    than the glass); a pixel is tissue when their sum exceeds ``threshold``.
+
+    Args:
+        rgb: uint8 RGB (or RGBA) thumbnail, shape (h, w, 3).
+        threshold: summed optical density above which a pixel is tissue (:data:`OD_THRESHOLD`).
+        glass: the glass's RGB; default :func:`glass_rgb` of ``rgb``.
+
+    Example:
+        >>> img = np.full((64, 96, 3), 240, np.uint8)
+        >>> img[16:48, 16:40] = (200, 200, 204); img[16:48, 56:80] = (150, 90, 60)  # grey stroma, brown stain
+        >>> od_mask(img)[[2, 32, 32], [2, 28, 68]].tolist()  # glass, stroma, stain
+        [False, True, True]
+        >>> otsu_mask(img)[[2, 32, 32], [2, 28, 68]].tolist()  # Otsu's threshold falls between stroma and stain
+        [False, False, True]
+    """
+    rgb = _as_rgb(rgb)
+    smoothed = cv2.medianBlur(rgb, OTSU_MEDIAN_KERNEL)
+    ref = glass_rgb(rgb) if glass is None else np.asarray(glass, np.float64).reshape(3)
+    # One 256-entry table per channel: the density of every 8-bit value against that channel's glass.
+    values = np.arange(256, dtype=np.float64)
+    od = np.zeros(rgb.shape[:2], np.float32)
+    for c in range(3):
+        table = np.maximum(np.log10((ref[c] + 1.0) / (values + 1.0)), 0.0).astype(np.float32)
+        od += table[smoothed[..., c]]
+    return od > threshold
+
+
 def blur_mask(rgb: np.ndarray, sigma: float = BLUR_SIGMA, threshold: float = BLUR_THRESHOLD) -> np.ndarray:
     """Focus mask: True where the Gaussian-smoothed absolute Laplacian of the grey image is above ``threshold``.
 
@@ -140,7 +205,7 @@ def qc_masks(
     blur_radius: float = BLUR_SIGMA,
     blur_threshold: float = BLUR_THRESHOLD,
 ) -> dict[str, np.ndarray]:
-    """The keep masks of ``method``, one per filter, in the order Slideflow applies them (blur, then otsu).
+    """The keep masks of ``method``, one per filter, in the order Slideflow applies them (blur, then otsu or od).
 
     ``blur_radius`` (the Gaussian's sigma, in pixels of the blur thumbnail) and ``blur_threshold`` keep the names
     of Slideflow's ``WSI.qc``. Every mask has ``rgb``'s height and width. ``blur_rgb``, when given, is the
@@ -157,7 +222,7 @@ def qc_masks(
     _check_method(method)
     rgb = _as_rgb(rgb)
     out: dict[str, np.ndarray] = {}
-    if method in ("blur", "both"):
+    if method in BLUR_METHODS:
         sharp = blur_mask(rgb if blur_rgb is None else blur_rgb, blur_radius, blur_threshold)
         if sharp.shape != rgb.shape[:2]:
             sharp = cv2.resize(sharp.astype(np.uint8), rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
@@ -167,14 +232,16 @@ def qc_masks(
         if "blur" in out:
             thumb = rgb * out["blur"][:, :, None].astype(np.uint8)
         out["otsu"] = otsu_mask(thumb)
+    if method in ("od", "od+blur"):
+        out["od"] = od_mask(rgb)
     return out
 
 
 def qc_mask(rgb: np.ndarray, method: str | None, **kwargs) -> np.ndarray:
-    """One keep mask for ``method`` (None, ``'otsu'``, ``'blur'`` or ``'both'``): True = keep.
+    """One keep mask for ``method`` (None, ``'otsu'``, ``'blur'``, ``'both'``, ``'od'`` or ``'od+blur'``): True = keep.
 
-    ``'both'`` is the AND of the blur and Otsu masks (Otsu computed with blurry pixels blacked out); None keeps
-    everything. Keyword arguments go to :func:`qc_masks`.
+    ``'both'`` is the AND of the blur and Otsu masks (Otsu computed with blurry pixels blacked out), ``'od+blur'``
+    the AND of the blur and optical-density masks; None keeps everything. Keyword arguments go to :func:`qc_masks`.
 
     Example:
         >>> img = np.full((32, 32, 3), 240, np.uint8)
