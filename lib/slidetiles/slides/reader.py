@@ -21,13 +21,18 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
+import threading
 
 import numpy as np
 
 from slidetiles.errors import SlideFormatError
 from slidetiles.slides import mpp as mpp_sources
+from slidetiles.slides.tiffjpeg import JpegLevels, jpeg_level
+
+log = logging.getLogger(__name__)
 
 #: TIFF-based vendor formats (tifffile's flags) whose layout OpenSlide knows and libvips' TIFF loader does not
 #: (NDPI's 64-bit offsets and strip JPEGs, Leica SCN collections, Philips' DICOM-in-TIFF levels, Ventana BIF).
@@ -128,6 +133,7 @@ class VipsTiffReader(SlideReader):
         subifds = list(tif.pages[0].subifds or ())
         self._loads = []
         dims = []
+        jpeg = {}
         for level in series.levels:
             kf = level.keyframe
             if kf.offset in top:
@@ -137,6 +143,9 @@ class VipsTiffReader(SlideReader):
             else:
                 break  # a level we cannot address by page: read the finer ones only
             dims.append((int(kf.imagewidth), int(kf.imagelength)))
+            fast = None if os.environ.get("SLIDETILES_VIPS_ONLY") else jpeg_level(kf)
+            if fast is not None:
+                jpeg[len(dims) - 1] = fast
         w0, h0 = dims[0]
         self.level_dimensions = tuple(dims)
         self.level_downsamples = tuple(_downsample(w0, h0, w, h) for w, h in dims)
@@ -145,6 +154,10 @@ class VipsTiffReader(SlideReader):
         self.properties = {"slidetiles.vendor": self.vendor, "tiff.ImageDescription": page0.description or ""}
         self._images = {}
         self._pyvips = pyvips
+        # JPEG levels are read by decoding each source tile once (slidetiles.slides.tiffjpeg), the rest by libvips.
+        self._jpeg = JpegLevels(path, jpeg)
+        self._checked = {}
+        self._check_lock = threading.Lock()
 
     def _image(self, level: int):
         image = self._images.get(level)
@@ -159,7 +172,37 @@ class VipsTiffReader(SlideReader):
             self._images[level] = image
         return image
 
+    def _fast(self, level: int) -> bool:
+        """Whether ``level`` is read through :mod:`slidetiles.slides.tiffjpeg`: a level it accepts whose most
+        detailed tile (the most JPEG bytes) it decodes to libvips' very pixels, checked once per level."""
+        if level not in self._jpeg:
+            return False
+        with self._check_lock:
+            if level not in self._checked:
+                info = self._jpeg.levels[level]
+                index = int(np.argmax(info["counts"]))
+                x = (index % info["across"]) * info["tile_width"]
+                y = (index // info["across"]) * info["tile_height"]
+                w, h = min(info["tile_width"], info["width"] - x), min(info["tile_height"], info["height"] - y)
+                # A damaged tile raises here (SlideFormatError, naming it): libvips would read it as wrong pixels.
+                fast = self._jpeg.read(level, x, y, w, h)
+                try:
+                    same = np.array_equal(fast, self._vips_read(level, x, y, w, h))
+                except SlideFormatError as exc:
+                    log.debug("%s: level %d left to libvips, which cannot read it (%s)", self.path, level, exc)
+                    same = False
+                if not same:
+                    log.info("%s: level %d left to libvips (its pixels differ from tiffjpeg's)", self.path, level)
+                    self._jpeg.drop(level)
+                self._checked[level] = same
+        return self._checked[level]
+
     def _read(self, level, x, y, width, height):
+        if self._fast(level):
+            return self._jpeg.read(level, x, y, width, height)
+        return self._vips_read(level, x, y, width, height)
+
+    def _vips_read(self, level, x, y, width, height):
         image = self._image(level)
         try:
             data = image.crop(x, y, width, height).write_to_memory()
@@ -169,9 +212,16 @@ class VipsTiffReader(SlideReader):
 
     def read_vips(self, level, x, y, width, height):
         lw, lh = self.level_dimensions[level]
+        if self._fast(level):
+            region = self.read(level, x, y, width, height)
+            return self._pyvips.Image.new_from_memory(region.data, width, height, 3, "uchar")  # sRGB, as tiffload
         if x >= 0 and y >= 0 and x + width <= lw and y + height <= lh:
             return self._image(level).crop(x, y, width, height)
         return super().read_vips(level, x, y, width, height)
+
+    def close(self):
+        self._jpeg.close()
+        self._images.clear()
 
 
 class OpenSlideReader(SlideReader):
