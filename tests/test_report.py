@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import slidetiles
-from slidetiles.pipeline.report import MAX_TABLE_ROWS, extraction_table
+from slidetiles.pipeline.report import MAX_TABLE_ROWS, extraction_table, render_report
 from slidetiles.pipeline.steps import make_report
 from slidetiles.slides import preview
 from slidetiles.slides.synthetic import write_synthetic_slide
@@ -97,12 +97,15 @@ def test_report_without_slide_sources(tmp_path, monkeypatch):
 
 def test_extraction_table_reasons(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    a.write_text(json.dumps({"source": "S", "slide": "a", "num_tiles": 3, "removed": {"qc": 1, "new_filter": 2}}))
+    a.write_text(json.dumps({"source": "S", "slide": "a", "num_tiles": 3, "removed": {"qc": 1, "new-filter": 2}}))
     b.write_text(json.dumps({"source": "S", "slide": "b", "num_tiles": 0, "removed": {}, "skipped": "unreadable"}))
     table = extraction_table([str(b), str(a)])
     assert list(table["slide"]) == ["a", "b"] and list(table["grid"]) == [6, 0]
     assert table["kept_fraction"].iloc[0] == 0.5 and pd.isna(table["kept_fraction"].iloc[1])
-    assert list(table["removed_new_filter"]) == [2, 0] and list(table["removed_roi"]) == [0, 0]
+    assert list(table["removed_new-filter"]) == [2, 0] and list(table["removed_roi"]) == [0, 0]
+    page = render_report(manifests=[], summaries=[], splits=[], plots=[], extraction=table,
+                         page=str(tmp_path / "report.html"))
+    assert "<th>new-filter</th>" in page and "<td>unreadable</td><td><a href='b.png'>png</a></td>" in page
     bad = tmp_path / "c.json"
     bad.write_text("{")
     with pytest.raises(ValueError, match="c.json: cannot read this extraction report"):

@@ -189,13 +189,13 @@ def _extraction_html(table: pd.DataFrame, page: str, tiles_tsv: str | None, max_
                    ["slide", "source", "grid", "kept", "kept %", *(r[8:] for r in reasons), "skipped: why",
                     "thumbnail"])
     rows = []
-    for row in shown.itertuples(index=False):
-        fraction = "" if pd.isna(row.kept_fraction) else f"{100 * row.kept_fraction:.1f}"
-        removed = "".join(f"<td>{getattr(row, r)}</td>" for r in reasons)
+    for row in shown.to_dict("records"):  # records, not itertuples: a reason need not be a Python name
+        fraction = "" if pd.isna(row["kept_fraction"]) else f"{100 * row['kept_fraction']:.1f}"
+        removed = "".join(f"<td>{row[r]}</td>" for r in reasons)
         rows.append(
-            f"<tr><td>{html.escape(str(row.slide))}</td><td>{html.escape(str(row.source))}</td><td>{row.grid}</td>"
-            f"<td>{row.kept}</td><td>{fraction}</td>{removed}<td>{html.escape(row.skipped)}</td>"
-            f"<td><a href='{_link(row.thumbnail, page)}'>png</a></td></tr>"
+            f"<tr><td>{html.escape(str(row['slide']))}</td><td>{html.escape(str(row['source']))}</td>"
+            f"<td>{row['grid']}</td><td>{row['kept']}</td><td>{fraction}</td>{removed}"
+            f"<td>{html.escape(row['skipped'])}</td><td><a href='{_link(row['thumbnail'], page)}'>png</a></td></tr>"
         )
     parts.append(f"<table class='slides'><tr>{head}</tr>{''.join(rows)}</table>")
     return "\n".join(parts)
