@@ -220,7 +220,7 @@ class Scene:
         # Pixels travel packed as one uint32 (RGB + a spare byte): gathers and masked copies move one element
         # per pixel instead of three, and only the few pixels on an edge are blended in floating point.
         d = float(downsample)
-        glass, noise = _glass_tile(self.seed, d)
+        glass = _glass_tile(self.seed, d)[0]
         n = glass.shape[0]
         shifted = np.roll(glass, (-(y % n), -(x % n)), axis=(0, 1))
         img = np.ascontiguousarray(np.tile(shifted, (-(-height // n), -(-width // n)))[:height, :width])
