@@ -136,12 +136,20 @@ def ceiling_inputs(path: str, tile_px: int, tile_um: int):
             tif.filehandle.seek(page.dataoffsets[index])
             raw.append(tif.filehandle.read(page.databytecounts[index]))
     tiles = [cv2.cvtColor(t, cv2.COLOR_RGB2BGR) for t in read_tiles(wsi, corners)]
-    return raw, tiles, len(corners)
+    ds = size.level_downsample
+    regions = [wsi.reader.read(size.level, int(x // ds), int(y // ds), size.extract_px, size.extract_px)
+               for x, y in corners.tolist()]
+    return raw, tiles, len(corners), (regions, size)
 
 
-def ceiling(raw, tiles, threads: int) -> None:
+def ceiling(raw, tiles, threads: int, resize=None) -> None:
+    """The ceiling; with ``resize`` (the kept tiles' level regions and the tile size), also the libvips Lanczos-3
+    resize of each region that makes the bytes Slideflow's: the floor of any extractor writing those bytes."""
     import cv2
+    import pyvips
     import simplejpeg
+
+    from slidetiles.slides.extract import _resized
 
     def decode(data):
         return simplejpeg.decode_jpeg(data, colorspace="RGB").shape
@@ -149,15 +157,83 @@ def ceiling(raw, tiles, threads: int) -> None:
     def encode(tile):
         return len(cv2.imencode(".jpg", tile, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])[1])
 
+    def shrink(region):
+        n = resize[1].extract_px
+        return len(_resized(pyvips.Image.new_from_memory(region.data, n, n, 3, "uchar"), resize[1]).write_to_memory())
+
     if threads <= 1:
         list(map(decode, raw))
+        if resize:
+            list(map(shrink, resize[0]))
         list(map(encode, tiles))
         return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(decode, raw, chunksize=8))
+        if resize:
+            list(pool.map(shrink, resize[0], chunksize=8))
         list(pool.map(encode, tiles, chunksize=8))
+
+
+def stage_profile(path: str, tile_px: int, tile_um: int, runs: int = 3) -> dict:
+    """Seconds (best of ``runs``, one thread) of each stage of one extraction, done as extract_tiles does it but
+    one stage at a time: background judging, reading the kept tiles' regions (source JPEG tiles decoded once),
+    the libvips resize, the JPEG encode, the TFRecord write. Their sum is near extract_tiles' own time."""
+    import time
+
+    import pyvips
+
+    from slidetiles.io.writer import TFRecordWriter
+    from slidetiles.slides import extract
+    from slidetiles.slides.wsi import WSI
+
+    def best(function):
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            result = function()
+            seconds.append(time.perf_counter() - start)
+        return min(seconds), result
+
+    pyvips.cache_set_max(0)
+    wsi = WSI(path, tile_px, tile_um)
+    size, n = wsi.size, wsi.size.extract_px
+    corners = wsi.kept_corners()
+    out = {}
+    out["background"], (_, gray) = best(lambda: extract._background(wsi, corners, 230, 0.05))
+    corners = corners[gray <= 0.6]
+    runs_ = list(extract._runs(corners, size.level_downsample, n, n * extract.RUN_TILES, n // 4))
+
+    def read():
+        wsi.reader.close()  # an empty decoded-tile cache each time: every source tile decoded as in one extraction
+        return [wsi.reader.read(size.level, x0, y0, width, n) for _, _, x0, y0, width in runs_]
+
+    out["read_decode"], regions = best(read)
+    offsets = (corners[:, 0] // size.level_downsample).astype(np.int64).tolist()
+
+    def resize():
+        tiles = []
+        for (start, stop, x0, _, width), region in zip(runs_, regions):
+            image = pyvips.Image.new_from_memory(region.data, width, n, 3, "uchar")
+            for x in offsets[start:stop]:
+                data = extract._resized(image.crop(x - x0, 0, n, n), size).write_to_memory()
+                tiles.append(np.frombuffer(data, np.uint8).reshape(tile_px, tile_px, 3))
+        return tiles
+
+    out["resize"], tiles = best(resize)
+    out["encode"], encoded = best(lambda: [extract.encode_tile(t) for t in tiles])
+
+    def write():
+        with tempfile.TemporaryDirectory() as folder:
+            with TFRecordWriter(os.path.join(folder, "s.tfrecords")) as writer:
+                for data in encoded:
+                    writer.write_tile(data, "s", 0, 0)
+
+    out["tfrecord_write"], _ = best(write)
+    total = sum(out.values())
+    return {"seconds": out, "fractions": {k: v / total for k, v in out.items()}, "kept": len(corners),
+            "ms_per_kept_tile": {k: 1000 * v / len(corners) for k, v in out.items()}}
 
 
 def rss_child(path: str, tile_px: int, tile_um: int, threads: int) -> None:
@@ -211,7 +287,7 @@ def bench_setting(sf, sf_slide, path: str, tile_px: int, tile_um: int, runs: int
             counts[key] = lab_script(path, tile_px, tile_um, os.path.join(scratch, key + ".tfrecords"), level0)
         return go
 
-    raw, tiles, kept = ceiling_inputs(path, tile_px, tile_um)
+    raw, tiles, kept, regions = ceiling_inputs(path, tile_px, tile_um)
     functions = {
         "slideflow": slideflow,
         "slidetiles_1t": ours(1),
@@ -219,11 +295,14 @@ def bench_setting(sf, sf_slide, path: str, tile_px: int, tile_um: int, runs: int
         "lab_script_best_level": lab(False),
         "ceiling_1t": lambda: ceiling(raw, tiles, 1),
         "ceiling_2t": lambda: ceiling(raw, tiles, 2),
+        "ceiling_with_resize_1t": lambda: ceiling(raw, tiles, 1, regions),
+        "ceiling_with_resize_2t": lambda: ceiling(raw, tiles, 2, regions),
     }
     times = interleaved_medians(functions, runs=runs)
     if lab0_runs:
         times["lab_script_level0"] = median_time(lab(True), runs=lab0_runs, warmup=0)
-    counts["ceiling_1t"] = counts["ceiling_2t"] = kept
+    for key in ("ceiling_1t", "ceiling_2t", "ceiling_with_resize_1t", "ceiling_with_resize_2t"):
+        counts[key] = kept
 
     # Same tiles kept, same bytes: the comparison is of equal work.
     def tiles_of(records):
@@ -242,11 +321,13 @@ def bench_setting(sf, sf_slide, path: str, tile_px: int, tile_um: int, runs: int
     for key, seconds in times.items():
         threads = 2 if key.endswith("2t") else 1
         ceiling_s = times[f"ceiling_{threads}t"]
+        floor_s = times[f"ceiling_with_resize_{threads}t"]
         entry = {"seconds": seconds, "tiles_written": counts[key], "ms_per_kept_tile": 1000 * seconds / kept,
-                 "x_slideflow": times["slideflow"] / seconds, "of_ceiling": ceiling_s / seconds}
+                 "x_slideflow": times["slideflow"] / seconds, "of_ceiling": ceiling_s / seconds,
+                 "of_ceiling_with_resize": floor_s / seconds}
         result["extractors"][key] = entry
         rows.append([f"{tile_px}px/{tile_um}um", key, counts[key], seconds, entry["ms_per_kept_tile"],
-                     entry["x_slideflow"], entry["of_ceiling"]])
+                     entry["x_slideflow"], entry["of_ceiling"], entry["of_ceiling_with_resize"]])
     result["thread_scaling_slidetiles"] = times["slidetiles_1t"] / times["slidetiles_2t"]
     result["thread_scaling_ceiling"] = times["ceiling_1t"] / times["ceiling_2t"]
     return result, rows
@@ -288,6 +369,7 @@ def main() -> None:
                 f"{args.width}x{args.height}": peak_rss(path, tile_px, tile_um, 2),
                 f"{args.width // 2}x{args.height // 2}": peak_rss(small, tile_px, tile_um, 2),
             }
+            result["stage_profile_1_thread"] = stage_profile(path, tile_px, tile_um)
             results["settings"][setting] = result
             rows.extend(setting_rows)
             rss = result["peak_rss_mb_2_threads"]
@@ -299,11 +381,14 @@ def main() -> None:
                 f"2 threads vs 1: slidetiles {result['thread_scaling_slidetiles']:.2f}x, ceiling "
                 f"{result['thread_scaling_ceiling']:.2f}x; peak RSS (MB, before -> after extraction) "
                 + ", ".join(f"{k}: {v['before_mb']:.0f} -> {v['peak_mb']:.0f}" for k, v in rss.items())
+                + "; stages, one thread (ms per kept tile, share): "
+                + ", ".join(f"{k} {result['stage_profile_1_thread']['ms_per_kept_tile'][k]:.2f} ({f:.0%})"
+                            for k, f in result["stage_profile_1_thread"]["fractions"].items())
             )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(table(rows, ["setting", "extractor", "tiles written", "s/slide", "ms/kept tile", "x Slideflow",
-                       "of ceiling"]))
+                       "of ceiling", "of ceiling+resize"]))
     print("\n".join(checks))
     print("saved", save_results("bench_extract", results))
 

@@ -27,10 +27,11 @@ import simplejpeg
 
 from slidetiles.errors import SlideFormatError
 
-#: Decoded source tiles kept per slide (all levels together): 24 MB, ~120 tiles of 256 x 256 RGB. A region run and
-#: the source-tile row shared by two neighbouring grid rows fit in it for levels up to ~30,000 px wide; past that a
-#: tile may be decoded twice, memory still bounded.
-CACHE_BYTES = 24 << 20
+#: Most bytes of decoded source tiles kept per slide (all levels together): 8 MB, ~40 tiles of 256 x 256 RGB. Reads
+#: go down the slide (grid rows in order), so rows of source tiles above the one before a read's first are let go
+#: at once (:meth:`JpegLevels.read`): what stays is the band being read, the tissue part of ~2 rows of source tiles.
+#: Past the bound a tile may be decoded twice; memory stays bounded whatever the slide's size.
+CACHE_BYTES = 8 << 20
 #: TIFF tag values this path reads (anything else goes to libvips).
 _JPEG, _CONTIG, _RGB, _YCBCR = 7, 1, 2, 6
 #: An Adobe APP14 segment with colour transform 0: "the three components are R, G, B". TIFF JPEG tiles of
@@ -113,6 +114,7 @@ class JpegLevels:
         self._cached = 0
         self._lock = threading.Lock()
         self._fd = None
+        self._top = {}  # level -> the lowest first source-tile row of a read so far
         self.decoded = 0  # source tiles decoded so far (for tests and benchmarks)
 
     def __contains__(self, level: int) -> bool:
@@ -132,6 +134,7 @@ class JpegLevels:
         with self._lock:
             self._cache.clear()
             self._cached = 0
+            self._top.clear()
 
     def _file(self) -> int:
         if self._fd is None:
@@ -188,12 +191,24 @@ class JpegLevels:
                     self._cached -= old.nbytes
             return self._cache[key]
 
+    def _forget_above(self, level: int, row: int) -> None:
+        """Let go of ``level``'s cached tiles in source-tile rows above ``row`` (once per new row reached): reads
+        going down the slide will not want them again (one that does decodes them again, same pixels)."""
+        if row <= self._top.get(level, 0):
+            return
+        across = self.levels[level]["across"]
+        with self._lock:
+            self._top[level] = row
+            for key in [key for key in self._cache if key[0] == level and key[1] // across < row]:
+                self._cached -= self._cache.pop(key).nbytes
+
     def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB ``(height, width, 3)`` pixels from level pixel ``(x, y)``, a region inside the level."""
         info = self.levels[level]
         tw, th, across = info["tile_width"], info["tile_height"], info["across"]
         if x < 0 or y < 0 or x + width > info["width"] or y + height > info["height"] or width < 1 or height < 1:
             raise ValueError(f"region ({x}, {y}) {width}x{height} is not inside level {level}")
+        self._forget_above(level, y // th - 1)
         out = np.empty((height, width, 3), np.uint8)
         for row in range(y // th, (y + height - 1) // th + 1):
             top, bottom = max(y, row * th), min(y + height, (row + 1) * th)
