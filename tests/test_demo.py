@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slidetiles.demo import iter_tiles, tile_jpeg, write_demo_tiles
+import slidetiles
+from slidetiles.demo import (demo_slide_files, iter_tiles, tile_jpeg, write_demo_slide, write_demo_slides,
+                             write_demo_tiles)
+from slidetiles.slides.wsi import slide_name
 from slidetiles.io.images import check_image, decode_image
 
 
@@ -92,3 +95,38 @@ def test_write_demo_tiles_rejects_bad_arguments(tmp_path):
         write_demo_tiles(tmp_path, tiles_per_slide=(5, 2))
     with pytest.raises(ValueError):
         write_demo_tiles(tmp_path, n_slides=0)
+
+
+# ---- demo slides -------------------------------------------------------------------------------------------------
+
+
+def test_demo_slide_files_mix_the_three_formats():
+    files = demo_slide_files(16)
+    assert files[0] == "slide_001.svs" and files[3] == "slide_004.ome.tiff" and files[6] == "slide_007.tiff"
+    assert [slide_name(f) for f in files] == [f"slide_{i:03d}" for i in range(1, 17)]
+
+
+def test_demo_slides_are_byte_identical_and_readable(tmp_path):
+    files = demo_slide_files(4)
+    table = write_demo_slides(tmp_path / "a", n_slides=4, n_sites=2, seed=5)
+    for file in files:
+        write_demo_slide(tmp_path / "b", file, seed=5)  # one at a time, in any order, as the pipeline's jobs
+    for file in files:
+        assert (tmp_path / "a" / "slides" / file).read_bytes() == (tmp_path / "b" / "slides" / file).read_bytes()
+    write_demo_slide(tmp_path / "c", files[0], seed=6)
+    assert (tmp_path / "c" / "slides" / files[0]).read_bytes() != (tmp_path / "a" / "slides" / files[0]).read_bytes()
+    # The annotations are the tile demo's for the same arguments.
+    assert table.equals(write_demo_tiles(tmp_path / "t", n_slides=4, n_sites=2, tiles_per_slide=(1, 1), seed=5, px=16))
+    for file in files:
+        wsi = slidetiles.WSI(tmp_path / "a" / "slides" / file, 64, 302)
+        assert wsi.mpp == 0.5 and len(wsi.level_dimensions) == 3
+        report = wsi.extract_tiles(None)
+        assert report.num_tiles >= 10 and report.removed["grayspace"] > 0  # tissue islands on glass
+
+
+def test_demo_slide_rejects_other_names(tmp_path):
+    with pytest.raises(ValueError, match="not a demo slide"):
+        write_demo_slide(tmp_path, "other.svs")
+    with pytest.raises(ValueError, match="slide_004.ome.tiff"):
+        write_demo_slide(tmp_path, "slide_004.svs")
+    assert not (tmp_path / "slides").exists()

@@ -50,15 +50,22 @@ def test_default_config_dry_run():
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
-    for rule, count in [("demo_tiles", 1), ("tfrecord", 30), ("tfrecord_index", 30), ("manifest", 2), ("split", 3)]:
+    for rule, count in [("demo_slide", 30), ("demo_annotations", 1), ("extract", 30), ("manifest", 2), ("split", 3)]:
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), (rule, out[-2000:])
 
 
 def test_demo_artifacts(demo_run):
     results = demo_run / "results"
     config = yaml.safe_load(TEST_CONFIG.read_text())
+    # The demo starts from slides: every format slidetiles reads, each extracted to a TFRecord with a thumbnail.
+    slides = sorted(p.name for p in (demo_run / "resources" / "demo" / "slides").iterdir())
+    assert len(slides) == config["demo"]["n_slides"] and {".svs", ".tiff"} <= {Path(s).suffix for s in slides}
+    assert any(s.endswith(".ome.tiff") for s in slides)
     tfrecords = sorted((results / "tfrecords" / "demo" / "64px_302um").glob("*.tfrecords"))
     assert len(tfrecords) == config["demo"]["n_slides"]
+    assert len(list((results / "extraction" / "demo").glob("*.png"))) == len(slides)
+    extraction = json.loads((results / "extraction" / "demo" / "slide_001.json").read_text())
+    assert extraction["num_tiles"] >= 4 and extraction["removed"]["qc"] > 0
     assert all(p.with_name(p.name.replace(".tfrecords", ".index.npz")).exists() for p in tfrecords)
     tfr = slidetiles.TFRecord(str(tfrecords[0]), create_index=False)
     assert tfr.img_format == "jpeg" and tfr.locations is not None

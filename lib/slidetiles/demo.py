@@ -1,4 +1,9 @@
-"""Deterministic, realistic demo tiles for benchmarks, tests and the pipeline's embedded demo.
+"""Deterministic, realistic demo data: whole-slide images for the pipeline's embedded demo, tiles for benchmarks.
+
+:func:`write_demo_slides` writes the demo cohort the pipeline starts from: small synthetic whole-slide images
+(:func:`slidetiles.slides.write_synthetic_slide`: tissue islands on glass, pen marks, out-of-focus patches, in
+the three formats slidetiles reads) and an annotations CSV. :func:`write_demo_tiles` writes folders of loose
+tiles instead, for the tile-folder path and the benchmarks; the tiles are described below.
 
 The tiles are cut from a real photograph of immunohistochemically stained tissue that scikit-image ships in its
 wheel (``skimage/data/ihc.png``, 512 x 512 RGB), so they compress and decode like real whole-slide-image tiles,
@@ -230,4 +235,93 @@ def write_demo_tiles(
             _write_atomic(folder / f"{slide}-{x}-{y}.jpg", next(tiles))
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "annotations.csv", table.to_csv(index=False, lineterminator="\n").encode())
+    return table
+
+
+#: Level-0 size range of the demo slides (a 20x scan at :data:`DEMO_MPP`): 9-12 x 6-10 tiles of 302 um, so
+#: extracting one takes well under a second; writing it one to two.
+DEMO_SLIDE_WIDTH = (5800, 7400)
+DEMO_SLIDE_ASPECT = (0.68, 0.82)
+# Every eighth slide (from the fourth) is an OME-TIFF, every eighth (from the seventh) a plain tiled TIFF, the
+# rest Aperio SVS: the demo exercises the three formats slidetiles reads.
+_KIND_OF = {3: ("ome", ".ome.tiff"), 6: ("plain", ".tiff")}
+
+
+def demo_slide_files(n_slides: int) -> list[str]:
+    """File names of the ``n_slides`` demo slides (``slide_001.svs``, ..., some ``.ome.tiff`` and ``.tiff``).
+
+    The names follow from ``n_slides`` alone, so the pipeline can plan the demo's extraction before the slides
+    exist.
+
+    >>> demo_slide_files(8)[2:]
+    ['slide_003.svs', 'slide_004.ome.tiff', 'slide_005.svs', 'slide_006.svs', 'slide_007.tiff', 'slide_008.svs']
+    """
+    return [f"slide_{i + 1:03d}{_KIND_OF.get(i % 8, ('aperio', '.svs'))[1]}" for i in range(n_slides)]
+
+
+def write_demo_slide(out_dir: str | os.PathLike, file: str, *, seed: int = 0):
+    """Write one demo slide, ``<out_dir>/slides/<file>`` (a name from :func:`demo_slide_files`), atomically.
+
+    Its size, tissue islands (2-4), pen mark and blurred patch follow from ``seed`` and the slide's number alone,
+    so slides can be written in any order, in parallel, byte-identical every time.
+
+    Returns:
+        The :class:`slidetiles.slides.synthetic.SyntheticSlide` written (with its ground-truth masks).
+    """
+    from slidetiles.slides.synthetic import write_synthetic_slide
+
+    stem = file.split(".")[0]
+    if not stem.startswith("slide_") or not stem[6:].isdigit():
+        raise ValueError(f"{file!r} is not a demo slide file name (slide_001.svs ...)")
+    index = int(stem[6:]) - 1
+    kind, extension = _KIND_OF.get(index % 8, ("aperio", ".svs"))
+    if file != stem + extension:
+        raise ValueError(f"demo slide {stem} is written as {stem + extension}, not {file!r}")
+    rng = np.random.default_rng([seed, index, 0x736C6964])
+    width = int(rng.integers(DEMO_SLIDE_WIDTH[0], DEMO_SLIDE_WIDTH[1] + 1))
+    height = int(width * rng.uniform(*DEMO_SLIDE_ASPECT))
+    return write_synthetic_slide(
+        Path(out_dir) / "slides" / file,
+        width,
+        height,
+        mpp=DEMO_MPP,
+        magnification=10 / DEMO_MPP,
+        kind=kind,
+        islands=int(rng.integers(2, 5)),
+        pen=bool(rng.random() < 0.5),
+        blur=bool(rng.random() < 0.5),
+        seed=int(rng.integers(2**31)),
+    )
+
+
+def write_demo_annotations(out_dir: str | os.PathLike, *, n_slides: int = 30, n_sites: int = 3, seed: int = 0):
+    """Write ``<out_dir>/annotations.csv`` of the demo cohort (patient, slide, site, label) and return it.
+
+    The same table :func:`write_demo_tiles` writes for the same ``n_slides``, ``n_sites`` and ``seed``: slides
+    of one patient share its site and label, about a third of the patients have two slides.
+    """
+    if n_slides < 1 or n_sites < 1:
+        raise ValueError("n_slides and n_sites must be at least 1")
+    table = _annotations(np.random.default_rng(seed), n_slides, n_sites)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "annotations.csv", table.to_csv(index=False, lineterminator="\n").encode())
+    return table
+
+
+def write_demo_slides(out_dir: str | os.PathLike, *, n_slides: int = 30, n_sites: int = 3, seed: int = 0):
+    """Write the whole demo cohort: ``<out_dir>/slides/<file>`` for every :func:`demo_slide_files` name and
+    ``<out_dir>/annotations.csv``. The pipeline writes the same files one slide per job.
+
+    Example:
+        >>> table = write_demo_slides("resources/demo", n_slides=4)  # doctest: +SKIP
+        >>> sorted(os.listdir("resources/demo/slides"))  # doctest: +SKIP
+        ['slide_001.svs', 'slide_002.svs', 'slide_003.svs', 'slide_004.ome.tiff']
+
+    Returns:
+        The annotations as a pandas DataFrame.
+    """
+    table = write_demo_annotations(out_dir, n_slides=n_slides, n_sites=n_sites, seed=seed)
+    for file in demo_slide_files(n_slides):
+        write_demo_slide(out_dir, file, seed=seed)
     return table

@@ -45,7 +45,7 @@ SLIDE_SOURCE_PATTERN = (
 )
 DEMO = canonical(config["demo"])
 SOURCES = canonical(config["sources"])
-DEMO_TILES = os.path.join(DEMO["out_dir"], "tiles")
+DEMO_SLIDES = os.path.join(DEMO["out_dir"], "slides")
 # TFRecord folders the workflow writes into; the per-slide rules only match paths inside them.
 TFRECORD_DIRS = sorted({os.path.dirname(job.tfrecord) for job in SLIDE_JOBS})
 TFRECORD_DIR_PATTERN = "|".join(re.escape(d) for d in TFRECORD_DIRS) or "(?!)"
@@ -62,12 +62,6 @@ def slide_job(wildcards):
     return JOBS_BY_TFRECORD[
         os.path.join(wildcards.tfrecord_dir, f"{wildcards.slide}.tfrecords")
     ]
-
-
-def slide_tiles_input(wildcards):
-    """The slide's tile folder, or the demo's whole tile folder when the demo rule makes it."""
-    job = slide_job(wildcards)
-    return DEMO_TILES if job.from_demo else job.tiles_dir
 
 
 def slide_tiles_dir(wildcards):
@@ -133,7 +127,7 @@ def split_manifest(wildcards):
 
 
 def all_targets():
-    targets = [job.report for job in EXTRACT_JOBS]
+    targets = [path for job in EXTRACT_JOBS for path in (job.report, job.thumbnail)]
     targets += expand(
         "results/manifests/{dataset}.json", dataset=sorted(config["datasets"])
     )

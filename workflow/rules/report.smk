@@ -1,13 +1,3 @@
-def report_extractions(wildcards):
-    """Every slide's extraction report (JSON), which the page's table of tiles per slide reads."""
-    return [job.report for job in EXTRACT_JOBS]
-
-
-def report_thumbnails(wildcards):
-    """Every slide's thumbnail (written by the same job as its report): the page links them, never embeds them."""
-    return [os.path.splitext(job.report)[0] + ".png" for job in EXTRACT_JOBS]
-
-
 rule report:
     """One HTML page: each dataset's summary and distribution of tiles per slide, for slide sources the tiles
     kept and removed per slide (the slides that most need a look inline, linked to their thumbnails; every slide
@@ -22,8 +12,10 @@ rule report:
         ),
         splits=expand("results/splits/{plan}.json", plan=sorted(config["splits"])),
         plots=expand("results/splits/{plan}.png", plan=sorted(config["splits"])),
-        extractions=report_extractions,
-        thumbnails=report_thumbnails,
+        # Every slide's extraction report and thumbnail: the page's table reads the reports and links the
+        # thumbnails (never embeds them).
+        extractions=[job.report for job in EXTRACT_JOBS],
+        thumbnails=[job.thumbnail for job in EXTRACT_JOBS],
     output:
         html=report(
             "results/report.html", category="Report", caption="../report/report.rst"

@@ -1,7 +1,7 @@
 rule tfrecord:
     """One slide's tile folder -> <tfrecords>/<label>/<slide>.tfrecords (written atomically)."""
     input:
-        tiles=slide_tiles_input,
+        tiles=slide_tiles_dir,
     output:
         tfrecord="{tfrecord_dir}/{slide}.tfrecords",
     log:

@@ -29,8 +29,6 @@ class SlideJob:
     tiles_dir: str
     tfrecord: str
     index: str
-    #: The tiles come from the workflow's demo rule (they do not exist yet when the Snakefile is parsed).
-    from_demo: bool = False
 
 
 def canonical(value):
@@ -46,9 +44,22 @@ def canonical(value):
     return value
 
 
-def demo_slide_names(n_slides: int) -> list[str]:
-    """Slide names :func:`slidetiles.demo.write_demo_tiles` gives ``n_slides`` slides."""
-    return [f"slide_{i + 1:03d}" for i in range(n_slides)]
+def demo_source(config: dict) -> str | None:
+    """The source the enabled demo provides (its ``slides`` must be ``<demo.out_dir>/slides``), else None."""
+    demo = config.get("demo") or {}
+    if not demo.get("enabled"):
+        return None
+    source = demo.get("source", "demo")
+    if source not in config["sources"]:
+        raise ConfigError(f"demo.source: {source!r} is not one of sources ({', '.join(config['sources'])})")
+    spec = config["sources"][source]
+    expected = os.path.normpath(os.path.join(demo.get("out_dir", "resources/demo"), "slides"))
+    if spec.get("tiles") or os.path.normpath(spec.get("slides") or "") != expected:
+        raise ConfigError(
+            f"sources.{source}: the demo writes its slides to {expected!r} (demo.out_dir + '/slides'); set "
+            f"sources.{source}.slides: {expected} and no 'tiles', or disable the demo (demo: {{enabled: false}})"
+        )
+    return source
 
 
 def _slide_folders(tiles_dir: str, source: str) -> list[str]:
@@ -80,10 +91,6 @@ def plan_slides(config: dict) -> list[SlideJob]:
     slide's job stops with a message naming the folder).
     """
     label = tile_label(config["tile_px"], config["tile_um"])
-    demo = config.get("demo") or {}
-    demo_source = demo.get("source") if demo.get("enabled") else None
-    if demo_source is not None and demo_source not in config["sources"]:
-        raise ConfigError(f"demo.source: {demo_source!r} is not one of sources ({', '.join(config['sources'])})")
     skip = config.get("on_bad_input", "error") == "skip"
     jobs: list[SlideJob] = []
     seen: dict[str, str] = {}
@@ -94,10 +101,7 @@ def plan_slides(config: dict) -> list[SlideJob]:
             continue
         tiles_dir = os.path.normpath(tiles_dir)
         out_dir = os.path.join(os.path.normpath(spec["tfrecords"]), label)
-        if source == demo_source:
-            slides = demo_slide_names(int(demo.get("n_slides", 30)))
-        else:
-            slides = _slide_folders(tiles_dir, source)
+        slides = _slide_folders(tiles_dir, source)
         for slide in slides:
             try:
                 check_name(slide)
@@ -107,7 +111,7 @@ def plan_slides(config: dict) -> list[SlideJob]:
                 log.warning("skipping slide folder %r of source %s: %s", slide, source, exc)
                 continue
             slide_dir = os.path.join(tiles_dir, slide)
-            if skip and source != demo_source and not _has_tiles(slide_dir):
+            if skip and not _has_tiles(slide_dir):
                 log.warning("skipping %s: no tile images in the slide folder", slide_dir)
                 continue
             if slide in seen:
@@ -117,8 +121,7 @@ def plan_slides(config: dict) -> list[SlideJob]:
             seen[slide] = source
             tfrecord = os.path.join(out_dir, f"{slide}.tfrecords")
             jobs.append(
-                SlideJob(source, slide, slide_dir, tfrecord, os.path.join(out_dir, f"{slide}.index.npz"),
-                         source == demo_source)
+                SlideJob(source, slide, slide_dir, tfrecord, os.path.join(out_dir, f"{slide}.index.npz"))
             )
     return jobs
 
@@ -139,6 +142,8 @@ class ExtractJob:
     index: str
     #: What the extract rule writes last: the extraction report (tiles kept, removed, or why it was skipped).
     report: str
+    #: The slide's thumbnail with its kept and removed tiles drawn (or why it has none), beside the report.
+    thumbnail: str
 
 
 def _slide_files(folder: str, source: str) -> list[str]:
@@ -185,6 +190,7 @@ def plan_extractions(config: dict, tile_jobs: list[SlideJob] = ()) -> list[Extra
     """
     label = tile_label(config["tile_px"], config["tile_um"])
     skip = config.get("on_bad_input", "error") == "skip"
+    demo = demo_source(config)
     seen = {job.slide: job.source for job in tile_jobs}
     jobs: list[ExtractJob] = []
     for source in sorted(config["sources"]):
@@ -201,7 +207,13 @@ def plan_extractions(config: dict, tile_jobs: list[SlideJob] = ()) -> list[Extra
         roi_dir = os.path.normpath(spec["roi"]) if spec.get("roi") else None
         rois = _roi_files(roi_dir, source) if roi_dir else set()
         out_dir = os.path.join(os.path.normpath(spec["tfrecords"]), label)
-        files = _slide_files(folder, source)
+        if source == demo:
+            # Written by the workflow's demo rules: the names are known before the files exist.
+            from slidetiles.demo import demo_slide_files
+
+            files = demo_slide_files(int(config["demo"].get("n_slides", 30)))
+        else:
+            files = _slide_files(folder, source)
         if not files:
             message = f"sources.{source}.slides: no slide files in {folder!r}"
             if not skip:
@@ -248,6 +260,7 @@ def plan_extractions(config: dict, tile_jobs: list[SlideJob] = ()) -> list[Extra
                     tfrecord=os.path.join(out_dir, f"{slide}.tfrecords"),
                     index=os.path.join(out_dir, f"{slide}.index.npz"),
                     report=os.path.join("results", "extraction", source, f"{slide}.json"),
+                    thumbnail=os.path.join("results", "extraction", source, f"{slide}.png"),
                 )
             )
     return jobs

@@ -34,18 +34,23 @@ def run_rule(snakemake, step, **kwargs) -> None:
 
 
 # -- demo ------------------------------------------------------------------------------------------------------------
-def make_demo(*, out_dir: str, demo: dict, tile_px: int) -> None:
-    from slidetiles.demo import write_demo_tiles
+def make_demo_slide(*, path: str, seed: int) -> None:
+    """One demo slide at ``path`` (``<out_dir>/slides/<file>``)."""
+    from slidetiles.demo import write_demo_slide
 
-    table = write_demo_tiles(
-        out_dir,
-        n_slides=demo["n_slides"],
-        n_sites=demo["n_sites"],
-        tiles_per_slide=tuple(demo["tiles_per_slide"]),
-        seed=demo["seed"],
-        px=tile_px,
+    folder, file = os.path.split(path)
+    slide = write_demo_slide(os.path.dirname(folder), file, seed=seed)
+    log.info("wrote %s: %d x %d px at %g um/px (%s)", path, slide.width, slide.height, slide.mpp, slide.kind)
+
+
+def make_demo_annotations(*, path: str, demo: dict) -> None:
+    """The demo cohort's annotations CSV at ``path`` (``<out_dir>/annotations.csv``)."""
+    from slidetiles.demo import write_demo_annotations
+
+    table = write_demo_annotations(
+        os.path.dirname(path), n_slides=demo["n_slides"], n_sites=demo["n_sites"], seed=demo["seed"]
     )
-    log.info("wrote %d demo slides of %d patients under %s", len(table), table["patient"].nunique(), out_dir)
+    log.info("wrote %s: %d slides of %d patients", path, len(table), table["patient"].nunique())
 
 
 # -- TFRecords -------------------------------------------------------------------------------------------------------

@@ -285,7 +285,10 @@ class WSI:
     def qc(self, method: str | None = "otsu", filter_threshold: float | None = None, **kwargs):
         """Quality control: drop tiles that Otsu's tissue mask and/or the blur mask flag (Slideflow's ``WSI.qc``).
 
-        ``method``: ``'otsu'``, ``'blur'``, ``'both'`` or None (removes an earlier QC). Returns the keep mask.
+        ``method``: Slideflow's ``'otsu'``, ``'blur'``, ``'both'``; slidetiles' ``'od'`` (optical density against
+        the slide's own glass: keeps the pale, unstained tissue saturation-Otsu drops, but also keeps ink) and
+        ``'od+blur'`` (that and the blur mask: ink and out-of-focus areas go too); or None (removes an earlier QC).
+        Returns the QC mask (see :mod:`slidetiles.slides.qc`).
 
         Example:
             >>> wsi.qc("both"); wsi.estimated_num_tiles  # doctest: +SKIP
@@ -298,7 +301,7 @@ class WSI:
             return None
         rgb, mask_ds = self._thumbnail_array(level=qc_module.otsu_level(self.level_dimensions))
         blur_rgb = None
-        if method in ("blur", "both"):
+        if method in qc_module.BLUR_METHODS:
             blur_rgb, _ = self._thumbnail_array(mpp=qc_module.blur_mpp(self.tile_px, self.size.tile_um_actual))
         mask = qc_module.qc_mask(rgb, method, blur_rgb=blur_rgb, **kwargs)
         threshold = qc_module.FILTER_THRESHOLD if filter_threshold is None else filter_threshold
