@@ -22,29 +22,39 @@ cannot extract an .svs written this way at all. Each setting (299 px / 302 um: r
 - (c) ``ceiling``: decode (simplejpeg, libjpeg-turbo) each source JPEG tile of the read level that the kept tiles
   cover, once, and encode the kept tiles (OpenCV, quality 95): nothing else (no judging, no resize, no write);
   the raw tile bytes and the tiles to encode are prepared untimed. On 1 and on 2 threads.
+- (d) ``ceiling_with_resize``: the ceiling plus libvips' Lanczos-3 resize of each kept tile's level region
+  (prepared untimed), which Slideflow's bytes need: the floor of any extractor writing those bytes.
+
+A one-thread stage profile (:func:`stage_profile`) splits one extraction into background judging, reading the
+kept tiles' regions (decoding), the resize, the encode and the TFRecord write.
 
 Runs are interleaved round-robin, after one warm-up round; medians. Per slide and per kept tile; ``x Slideflow``
-= Slideflow's time / this one's; ``of ceiling`` = the ceiling's time on the same threads / this one's. Peak RSS
+= Slideflow's time / this one's; ``of ceiling`` (``of ceiling+resize``) = the ceiling's (with resize) time on the
+same threads / this one's. Peak RSS
 (VmHWM of /proc/self/status) is measured in fresh subprocesses extracting this slide and one 4x smaller
 (12,000 x 9,000), on 2 threads. The machine has 2 cores, shared with other jobs during these runs: ratios from
 one run are what mean something; absolute seconds drift. VIPS_CONCURRENCY=1 (set unless given), so "1t" is one
 thread inside libvips too, for Slideflow as for slidetiles.
 
-Measured here (two sessions of 3 interleaved runs, other jobs on the machine, load average 1.7-2.9):
+Measured here (three sessions of 3 interleaved runs, other jobs on the machine, load average 1.1-3.7; the first
+with a 24 MB decoded-tile cache, since 8 MB):
 
-- 299 px / 302 um (266 grid tiles, 75 kept, the same 75 as Slideflow, same bytes): Slideflow 1.28-1.38 s;
-  slidetiles 1 thread 0.67-0.70 s (1.91-1.96x), 2 threads 0.45-0.59 s (2.32-2.85x); lab script 1.75-2.10 s from the
-  best level, 18.7-23.6 s from level 0; ceiling 0.09-0.11 s, so slidetiles reaches 0.14-0.15 of it (1 thread).
+- 299 px / 302 um (266 grid tiles, 75 kept, the same 75 as Slideflow, same bytes): Slideflow 1.47-2.12 s;
+  slidetiles 1 thread 0.38-0.93 s (2.27-3.85x), 2 threads 0.37-0.59 s (2.87-4.19x); ceiling 1.4-2.1 ms a kept tile,
+  with resize 4.0-4.5 ms: slidetiles reaches 0.17-0.34 of the ceiling, 0.36-0.89 of the ceiling with resize.
 - 256 px / 128 um (1,610 grid tiles, read from level 0; 391 kept, Slideflow 389: two tiles with grayspace 0.590
   and 0.600 that Slideflow's libvips backend, rounding saturation to 8 bits, drops; bytes equal on the 389):
-  Slideflow 7.4-7.7 s; slidetiles 1 thread 3.3-3.5 s (2.19-2.23x), 2 threads 2.2-2.7 s (2.73-3.43x); lab script
-  25.8-28.2 s; ceiling 0.70-0.77 s: 0.20-0.23 of it.
-- Per kept tile, one thread: Slideflow 17-20 ms, slidetiles 9.0-9.4 ms, of which (profiled) ~2.7-3.2 ms reading
-  the regions through libvips' TIFF loader, ~3.2-3.9 ms the Lanczos resize (which fixes the bytes, and which the
-  ceiling does not do), ~0.5 ms encoding; the ceiling 1.3-2.0 ms.
-- Peak RSS on 2 threads (fresh process, 122 MB after imports): 24,000 x 18,000 161-184 MB vs 12,000 x 9,000
-  144-171 MB: +9 to +17 MB for 4x the area (malloc arenas of the worker threads vary run to run; on one thread
-  the difference was 9 MB). Before this round, with libvips' operation cache on, +37 to +59 MB.
+  Slideflow 7.45-8.74 s; slidetiles 1 thread 2.57-3.01 s (2.87-2.91x), 2 threads 2.51-2.96 s (2.79-2.97x);
+  ceiling 1.5-1.9 ms a kept tile, with resize 4.4-5.1 ms: 0.23-0.30 of the ceiling, 0.67-0.73 with resize.
+- Stage profile, ms a kept tile on one thread: 299 px background 0.5, read + decode 0.9-1.2, resize 2.0-2.6,
+  encode 0.7-0.8, write 0.1; 256 px background 0.1, read + decode 1.9-2.2, resize 3.0-4.6, encode 0.3-0.5,
+  write 0.1. The resize, which the ceiling leaves out, is half the time or more.
+- 2 threads vs 1: 1.35-1.57x at 299 px in two sessions, 0.75x in the third, 0.97-1.02x at 256 px; the ceiling
+  0.83-1.19x in the same sessions (the second core was busy with other jobs).
+- Peak RSS on 2 threads (fresh process, 118 MB after imports): 24,000 x 18,000 148-168 MB vs 12,000 x 9,000
+  138-158 MB: +7 to +10 MB for 4x the area (+24 MB at 299 px with the 24 MB cache).
+- Before the decode-once reader and per-tile resizes (one session, load 4-5): 2.00x / 2.05x Slideflow at 299 px
+  (1 / 2 threads), 1.27x / 1.62x at 256 px, 0.11-0.15 of the ceiling, peak RSS +12 to +16 MB.
 """
 
 from __future__ import annotations

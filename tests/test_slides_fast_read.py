@@ -71,7 +71,7 @@ def _segments(data):
     return out
 
 
-def _write_jpeg_tiff(path, pixels, photometric, tables, markers, tile=256):
+def _write_jpeg_tiff(path, pixels, photometric, tables, markers, tile=256, subsampling="420"):
     """A one-level tiled TIFF of JPEG tiles written as given: photometric 'rgb' (untransformed RGB components,
     Aperio's layout) or 'ycbcr'; with ``tables``, the quantisation and Huffman tables moved to a shared JPEGTables
     tag (abbreviated tile streams); without ``markers``, no JFIF/Adobe marker says what the components are."""
@@ -83,7 +83,7 @@ def _write_jpeg_tiff(path, pixels, photometric, tables, markers, tile=256):
             if photometric == "rgb":
                 data = imagecodecs.jpeg8_encode(block, level=80, colorspace="RGB", outcolorspace="RGB")
             else:
-                data = imagecodecs.jpeg8_encode(block, level=80, outcolorspace="YCBCR", subsampling="420")
+                data = imagecodecs.jpeg8_encode(block, level=80, outcolorspace="YCBCR", subsampling=subsampling)
             segments = _segments(data)
             if not markers:
                 segments = [(m, s) for m, s in segments if m not in (0xE0, 0xEE)]
@@ -96,7 +96,8 @@ def _write_jpeg_tiff(path, pixels, photometric, tables, markers, tile=256):
     tifffile.imwrite(
         path, iter(tiles), shape=pixels.shape, dtype=np.uint8, tile=(tile, tile), photometric=photometric,
         compression="jpeg", compressionargs={"outcolorspace": photometric}, jpegtables=shared,
-        subsampling=None if photometric == "rgb" else (2, 2), resolution=(40000, 40000), resolutionunit="CENTIMETER",
+        subsampling=None if photometric == "rgb" else {"420": (2, 2), "411": (4, 1)}[subsampling],
+        resolution=(40000, 40000), resolutionunit="CENTIMETER",
     )
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
@@ -115,6 +116,16 @@ def test_jpeg_variants_equal_libvips(slides, tmp_path, photometric, tables, mark
     _assert_same_as_libvips(path)
     # And right, not merely equal: the components were read in the colour space they were written in.
     assert np.abs(open_slide(path).read(0, 0, 0, 1200, 1024).astype(int) - pixels).mean() < 3
+
+
+def test_jpeg_kind_not_decoded_here_is_left_to_libvips(slides, tmp_path):
+    """4:1:1 chroma (which TurboJPEG's simplejpeg does not take): the level is read by libvips, not refused."""
+    pixels = tifffile.imread(slides["plain"].path, level=0)[:512, :768]
+    path = tmp_path / "ycbcr411.tiff"
+    _write_jpeg_tiff(path, pixels, "ycbcr", False, True, subsampling="411")
+    fast, slow = open_slide(path), _libvips_only(path)
+    assert np.array_equal(fast.read(0, 0, 0, 768, 512), slow.read(0, 0, 0, 768, 512))
+    assert fast._checked == {0: False} and not fast._jpeg.levels
 
 
 def test_each_source_tile_decoded_once_and_cache_bounded(slides):

@@ -184,13 +184,16 @@ class VipsTiffReader(SlideReader):
                 x = (index % info["across"]) * info["tile_width"]
                 y = (index // info["across"]) * info["tile_height"]
                 w, h = min(info["tile_width"], info["width"] - x), min(info["tile_height"], info["height"] - y)
-                # A damaged tile raises here (SlideFormatError, naming it): libvips would read it as wrong pixels.
-                fast = self._jpeg.read(level, x, y, w, h)
-                try:
-                    same = np.array_equal(fast, self._vips_read(level, x, y, w, h))
-                except SlideFormatError as exc:
-                    log.debug("%s: level %d left to libvips, which cannot read it (%s)", self.path, level, exc)
+                if not self._jpeg.decodable(level, index):  # a JPEG kind simplejpeg is not used for (4:1:1...)
                     same = False
+                else:
+                    # A damaged tile raises here (SlideFormatError, naming it): libvips would give wrong pixels.
+                    fast = self._jpeg.read(level, x, y, w, h)
+                    try:
+                        same = np.array_equal(fast, self._vips_read(level, x, y, w, h))
+                    except SlideFormatError as exc:
+                        log.debug("%s: level %d left to libvips, which cannot read it (%s)", self.path, level, exc)
+                        same = False
                 if not same:
                     log.info("%s: level %d left to libvips (its pixels differ from tiffjpeg's)", self.path, level)
                     self._jpeg.drop(level)

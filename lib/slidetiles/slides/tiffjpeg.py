@@ -57,6 +57,29 @@ def _says_colour_space(data: bytes) -> bool:
     return False
 
 
+#: Luma sampling factors (chroma 1 x 1) of the baseline JPEGs this path decodes: 4:4:4, 4:2:2, 4:4:0, 4:2:0, which
+#: TurboJPEG (simplejpeg) decodes as libjpeg does. Others (4:1:1, progressive, 12-bit...) are left to libvips.
+_SAMPLINGS = {(1, 1), (2, 1), (1, 2), (2, 2)}
+
+
+def _decodable(data: bytes) -> bool:
+    """Whether a JPEG stream is baseline or extended sequential, 8-bit, 3 components in a sampling of
+    :data:`_SAMPLINGS` (read from its frame header)."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker in (0xC0, 0xC1):
+            frame = data[pos + 4 : pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")]
+            if len(frame) < 15 or frame[0] != 8 or frame[5] != 3:
+                return False
+            luma, cb, cr = ((frame[7 + 3 * i] >> 4, frame[7 + 3 * i] & 15) for i in range(3))
+            return luma in _SAMPLINGS and cb == cr == (1, 1)
+        if marker == 0xDA or 0xC2 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return False  # a scan before a sequential frame header, or another kind of frame
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return False
+
+
 def jpeg_level(page) -> dict | None:
     """What :class:`JpegLevels` needs of one tifffile page, or None when libvips should read it instead.
 
@@ -160,26 +183,14 @@ class JpegLevels:
             if tile is not None:
                 self._cache.move_to_end(key)
                 return tile
-        info = self.levels[level]
-        count = int(info["counts"][index])
-        try:
-            data = os.pread(self._file(), count, int(info["offsets"][index]))
-        except OSError as exc:
-            raise self._error(level, index, f"cannot read its {count} bytes ({exc})") from None
-        if len(data) != count:
-            raise self._error(level, index, f"{count} bytes listed, {len(data)} in the file (truncated)")
-        shape = (info["tile_height"], info["tile_width"], 3)
-        if info["prefix"]:
-            data = info["prefix"] + data[2:]
-        if info["rgb"] and not _says_colour_space(data):
-            data = data[:2] + _ADOBE_RGB + data[2:]
+        data = self._stream(level, index)
+        shape = (self.levels[level]["tile_height"], self.levels[level]["tile_width"], 3)
         try:
             tile = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
         except Exception as exc:  # ValueError from libjpeg-turbo's errors and (strict) warnings
             raise self._error(level, index, f"not a decodable JPEG ({exc})") from None
         if tile.shape != shape:
             raise self._error(level, index, f"decodes to {tile.shape}, not the level's {shape} tile")
-        tile = tile.reshape(shape)
         tile.flags.writeable = False
         with self._lock:
             self.decoded += 1
@@ -190,6 +201,26 @@ class JpegLevels:
                     _, old = self._cache.popitem(last=False)
                     self._cached -= old.nbytes
             return self._cache[key]
+
+    def decodable(self, level: int, index: int) -> bool:
+        """Whether tile ``index`` of ``level`` is a JPEG of the kind decoded here (its frame header says so)."""
+        return _decodable(self._stream(level, index))
+
+    def _stream(self, level: int, index: int) -> bytes:
+        """Tile ``index``'s bytes as one whole JPEG stream, as libjpeg is to read it."""
+        info = self.levels[level]
+        count = int(info["counts"][index])
+        try:
+            data = os.pread(self._file(), count, int(info["offsets"][index]))
+        except OSError as exc:
+            raise self._error(level, index, f"cannot read its {count} bytes ({exc})") from None
+        if len(data) != count:
+            raise self._error(level, index, f"{count} bytes listed, {len(data)} in the file (truncated)")
+        if info["prefix"]:
+            data = info["prefix"] + data[2:]
+        if info["rgb"] and not _says_colour_space(data):
+            data = data[:2] + _ADOBE_RGB + data[2:]
+        return data
 
     def _forget_above(self, level: int, row: int) -> None:
         """Let go of ``level``'s cached tiles in source-tile rows above ``row`` (once per new row reached): reads
