@@ -10,8 +10,9 @@ bytes.
 
 Work is done in runs of neighbouring tiles: background patches are cut from one band of the filter level per run
 of tiles on a grid row, kept tiles from one region of their level per run (each source JPEG tile decoded once per
-run), so the cost follows the kept tiles and what is held at once is bounded by the run and band sizes
-(:data:`RUN_TILES`, :data:`BAND_SPAN`), not by the slide's size.
+run; on JPEG-compressed TIFF levels once per slide, :mod:`slidetiles.slides.tiffjpeg`), so the cost follows the
+kept tiles and what is held at once is bounded by the run and band sizes (:data:`RUN_TILES`, :data:`BAND_SPAN`) and
+the decoded-tile cache, not by the slide's size.
 
 The TFRecord is written to a hidden temporary file renamed into place when complete
 (:class:`slidetiles.io.writer.TFRecordWriter`); when no tile is left, nothing appears at the final path and an
