@@ -9,7 +9,8 @@ recognises) are read by libvips, with the pyramid's levels found by tifffile, wh
 so the other formats OpenSlide 4.0 opens are read through OpenSlide (openslide-bin): Hamamatsu NDPI/VMS/VMU, MIRAX
 (.mrxs), Leica SCN, Ventana BIF, Philips TIFF, Sakura SVSLIDE and DICOM WSI (.dcm). Only the TIFF-based ones that
 tifffile flags go there directly (:data:`OPENSLIDE_TIFF_FLAGS`); a Trestle or Ventana .tif that tifffile reads as
-a plain pyramid is read by libvips as one.
+a plain pyramid is read by libvips as one. Their JPEG-compressed tiled levels are decoded by
+:mod:`slidetiles.slides.tiffjpeg` instead (each source tile once, the pixels checked against libvips' per level).
 
 Example:
     >>> reader = open_slide("slide1.svs")  # doctest: +SKIP
