@@ -157,7 +157,9 @@ def test_user_config_is_the_whole_run(user_run, cohort):
     assert files_under(checkout / "results" / "splits") == [
         "holdout.json", "holdout.png", "holdout.svg", "site_cv.json", "site_cv.png", "site_cv.svg"]
     assert sorted(p.name for p in (checkout / "results").iterdir()) == [
-        "benchmarks", "manifests", "report.html", "splits"]
+        "benchmarks", "extraction", "manifests", "report.html", "splits"]
+    # Tile folders only: the report's table of extracted slides is a header.
+    assert files_under(checkout / "results" / "extraction") == ["tiles_per_slide.tsv"]
     for source in ("HOSP_A", "HOSP_B"):
         expected = sorted(f"{slide}.{ext}" for s, *_, slide, _ in SLIDES if s == source
                           for ext in ("tfrecords", "index.npz"))
@@ -206,7 +208,7 @@ def test_config_overrides_still_edit_the_demo(tmp_path):
     text = output(result)
     counts = job_counts(text)
     assert counts["demo_slide"] == 30 and counts["extract"] == 30 and counts["split"] == 3, counts
-    assert "results/extraction/demo/slide_030.json" in text
+    assert "results/extraction/demo/slide_030.json" in text and '"tile_px":64' in text and '"tile_px":299' not in text
 
 
 @pytest.mark.slow

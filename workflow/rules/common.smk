@@ -10,14 +10,20 @@ from snakemake.utils import min_version, validate
 LIB = os.path.join(workflow.basedir, "lib")
 sys.path.insert(0, LIB)
 # Set, not required from the user, so there is nothing for an envvars: directive to assert.
+# Shell commands call `python`: this Snakemake's own interpreter, unless a rule's conda environment
+# (--use-conda), activated in front of it, provides one.
 os.environ.update(
-    PYTHONPATH=os.pathsep.join(filter(None, [LIB, os.environ.get("PYTHONPATH")]))
+    PYTHONPATH=os.pathsep.join(filter(None, [LIB, os.environ.get("PYTHONPATH")])),
+    PATH=os.pathsep.join(
+        filter(None, [os.path.dirname(sys.executable), os.environ.get("PATH")])
+    ),
 )
 
 from slidetiles.pipeline.discovery import (
     ConfigError,
     canonical,
     check_config,
+    extract_job_argument,
     lost_extractions,
     plan_extractions,
     plan_slides,
@@ -38,7 +44,12 @@ except ConfigError as error:
 
 JOBS_BY_TFRECORD = {job.tfrecord: job for job in SLIDE_JOBS}
 EXTRACT_BY_SLIDE = {(job.source, job.slide): job for job in EXTRACT_JOBS}
-EXTRACTION = canonical(config["extraction"])
+EXTRACT_SETTINGS = {
+    "tile_px": config["tile_px"],
+    "tile_um": config["tile_um"],
+    "extraction": canonical(config["extraction"]),
+    "on_bad_input": config["on_bad_input"],
+}
 SLIDE_SOURCE_PATTERN = (
     "|".join(re.escape(s) for s in sorted({job.source for job in EXTRACT_JOBS}))
     or "(?!)"
@@ -72,22 +83,15 @@ def extract_job(wildcards):
     return EXTRACT_BY_SLIDE[(wildcards.source, wildcards.slide)]
 
 
-def extract_input(wildcards):
+def extract_inputs(wildcards):
     """The slide file, and its ROI file when there is one (an edited ROI re-extracts the slide)."""
     job = extract_job(wildcards)
-    return {"slide": job.path, **({"roi": job.roi} if job.roi else {})}
+    return [job.path, job.roi] if job.roi else [job.path]
 
 
-def extract_params(wildcards):
-    job = extract_job(wildcards)
-    return {
-        "source": job.source,
-        "slide": job.slide,
-        "tfrecord": job.tfrecord,
-        "index": job.index,
-        "roi_dir": job.roi_dir,
-        "mpp": job.mpp,
-    }
+def extract_job_json(wildcards):
+    """Everything the extract job needs, as one JSON argument (a change re-runs the slide: params are tracked)."""
+    return extract_job_argument(extract_job(wildcards), EXTRACT_SETTINGS)
 
 
 def dataset_extraction_reports(wildcards):
@@ -127,8 +131,9 @@ def split_manifest(wildcards):
 
 
 def all_targets():
-    targets = [path for job in EXTRACT_JOBS for path in (job.report, job.thumbnail)]
-    targets += expand(
+    # Every slide's extraction report and thumbnail are the report's inputs: not listed again here, which would
+    # double Snakemake's per-file work at 10,000 slides.
+    targets = expand(
         "results/manifests/{dataset}.json", dataset=sorted(config["datasets"])
     )
     targets += expand("results/splits/{plan}.json", plan=sorted(config["splits"]))

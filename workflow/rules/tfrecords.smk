@@ -8,8 +8,6 @@ rule tfrecord:
         "logs/tfrecord/{tfrecord_dir}/{slide}.log",
     benchmark:
         "results/benchmarks/tfrecord/{tfrecord_dir}/{slide}.tsv"
-    group:
-        "per_slide"
     conda:
         "../../environment.yml"
     threads: 1
@@ -34,8 +32,6 @@ rule tfrecord_index:
         "logs/tfrecord_index/{tfrecord_dir}/{slide}.log",
     benchmark:
         "results/benchmarks/tfrecord_index/{tfrecord_dir}/{slide}.tsv"
-    group:
-        "per_slide"
     conda:
         "../../environment.yml"
     threads: 1

@@ -266,6 +266,21 @@ def plan_extractions(config: dict, tile_jobs: list[SlideJob] = ()) -> list[Extra
     return jobs
 
 
+def extract_job_argument(job: ExtractJob, settings: dict) -> str:
+    """The extract rule's one argument: the job and the run's extraction ``settings`` as compact, sorted JSON.
+
+    >>> job = ExtractJob("lab", "s1", "slides/s1.svs", None, None, None, "t/s1.tfrecords", "t/s1.index.npz",
+    ...                  "r/s1.json", "r/s1.png")
+    >>> extract_job_argument(job, {"tile_px": 299})[:60]
+    '{"job":{"index":"t/s1.index.npz","mpp":null,"path":"slides/'
+    """
+    import json
+
+    fields = {key: getattr(job, key) for key in ("source", "slide", "path", "roi", "roi_dir", "mpp", "tfrecord", "index",
+                                                 "report", "thumbnail")}
+    return json.dumps({"job": fields, **settings}, sort_keys=True, separators=(",", ":"))
+
+
 def _names(folder: str) -> set[str]:
     try:
         with os.scandir(folder) as entries:

@@ -18,14 +18,20 @@ log = logging.getLogger("slidetiles.pipeline")
 
 def run_rule(snakemake, step, **kwargs) -> None:
     """Run ``step(**kwargs)`` for a Snakemake ``script:``, logging to the rule's log file."""
+    run_step(step, log_path=str(snakemake.log[0]) if snakemake.log else None,
+             rule=getattr(snakemake, "rule", "?"), **kwargs)
+
+
+def run_step(step, *, log_path: str | None, rule: str, **kwargs) -> None:
+    """Run ``step(**kwargs)`` with its log records in ``log_path`` (all) and on stderr (warnings and errors);
+    an expected failure becomes one line naming what failed and exit status 1."""
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)  # the log file gets everything; the terminal only what needs a look
     handlers: list[logging.Handler] = [console]
-    if snakemake.log:
-        os.makedirs(os.path.dirname(str(snakemake.log[0])) or ".", exist_ok=True)
-        handlers.append(logging.FileHandler(str(snakemake.log[0]), mode="w"))
+    if log_path:
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
-    rule = getattr(snakemake, "rule", "?")
     try:
         step(**kwargs)
     except (SlidetilesError, OSError, ValueError, KeyError) as error:
