@@ -11,7 +11,7 @@ import tifffile
 from PIL import Image
 
 import slidetiles
-from slidetiles.errors import MissingMPPError, SlideFormatError, SlideTooSmallError
+from slidetiles.errors import MagnificationError, MissingMPPError, SlideFormatError, SlideTooSmallError
 from slidetiles.slides.extract import EmptySlideWarning
 from slidetiles.slides.grid import tile_size
 from slidetiles.slides.synthetic import write_synthetic_slide
@@ -213,6 +213,16 @@ def test_missing_mpp_names_slide_and_fix(tmp_path):
         WSI(path, 64, 64)
     assert info.value.path == str(path)
     assert WSI(path, 64, 64, mpp=0.5).full_extract_px == 128
+
+
+def test_magnification_finer_than_the_scan_is_refused(slides):
+    # A 40x scan: '40x' reads level 0, '80x' would upsample it (invented detail), so it is an error naming the slide.
+    path = slides["aperio"].path
+    assert WSI(path, 64, "40x").full_extract_px == 64
+    with pytest.raises(MagnificationError, match=r"s_aperio.*scanned at 40x.*'80x' would upsample"):
+        WSI(path, 64, "80x")
+    with pytest.raises(MagnificationError):
+        WSI(path, 64, "41x")  # beyond the 2 % a level's rounding explains
 
 
 def test_corrupt_and_unsupported_files(slides, tmp_path):

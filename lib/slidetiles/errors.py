@@ -184,6 +184,10 @@ class SlideTooSmallError(SlideError):
     """The slide (or its region) is smaller than one tile."""
 
 
+class MagnificationError(SlideError):
+    """The magnification asked for (``tile_um='40x'``) is finer than the slide's finest level: it would upsample."""
+
+
 class QCError(SlidetilesError, ValueError):
     """Quality-control or background-filter input that cannot be used (bad thumbnail, method, mask or fraction)."""
 

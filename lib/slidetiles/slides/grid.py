@@ -35,7 +35,7 @@ from slidetiles.dataset.sources import parse_tile_um, tile_label
 _MAG = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*[xX]\s*$")
 # A level "has" a magnification when its own is this close (relative): Aperio level sizes are rounded down, so a
 # 4x level of a 24,001-px slide has downsample 4.0002.
-_LEVEL_MATCH = 0.02
+LEVEL_MATCH = 0.02
 # Downsamples this close to a level's count as that level (float noise in width ratios).
 _EPS = 1e-6
 
@@ -110,7 +110,7 @@ def tile_size(
     downsamples = [float(d) for d in level_downsamples]
     if isinstance(tile_um, str):
         target = magnification_mpp(tile_um) / mpp
-        matching = [d for d in downsamples if abs(d - target) <= _LEVEL_MATCH * target]
+        matching = [d for d in downsamples if abs(d - target) <= LEVEL_MATCH * target]
         downsample = min(matching, key=lambda d: abs(d - target)) if matching else target
         full = int(downsample * tile_px + _EPS)
         actual = int(downsample * mpp * tile_px)

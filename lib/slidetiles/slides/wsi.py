@@ -16,7 +16,7 @@ import random
 
 import numpy as np
 
-from slidetiles.errors import MissingMPPError, SlideError, SlideTooSmallError
+from slidetiles.errors import MagnificationError, MissingMPPError, SlideError, SlideTooSmallError
 from slidetiles.slides import grid
 from slidetiles.slides.reader import open_slide
 
@@ -118,6 +118,18 @@ class WSI:
         self.stride_div = stride_div
         self.enable_downsample = enable_downsample
         self.use_edge_tiles = use_edge_tiles
+        if isinstance(tile_um, str):
+            finest = 10 / self.mpp
+            asked = 10 / grid.magnification_mpp(tile_um)
+            # A level serves a magnification within 2 % of its own; anything finer than level 0 would be upsampled,
+            # inventing detail the scan does not have.
+            if asked > finest * (1 + grid.LEVEL_MATCH):
+                raise MagnificationError(
+                    self.path,
+                    f"slide {self.name} is scanned at {finest:g}x ({self.mpp:g} um/px at its finest level); "
+                    f"tile_um={tile_um!r} would upsample it. Use a magnification of {finest:g}x or lower, or tile_um "
+                    "in microns",
+                )
         self.size = grid.tile_size(
             tile_px, tile_um, self.mpp, self.reader.level_downsamples, stride_div, enable_downsample
         )
