@@ -14,6 +14,17 @@ class SlidetilesError(Exception):
     """Base class of every error slidetiles raises on purpose."""
 
 
+def listing(items, limit: int = 8, sep: str = ", ") -> str:
+    """``"a, b, c"``, or ``"a, b, ... (12 in all)"`` past ``limit`` items: messages stay readable on big cohorts.
+
+    ``sep="\\n  "`` puts one item on each indented line, for long items such as a path and its problem.
+    """
+    items = [str(i) for i in items]
+    if len(items) <= limit:
+        return sep.join(items)
+    return sep.join(items[:limit]) + f"{sep}... ({len(items)} in all)"
+
+
 class TFRecordError(SlidetilesError, ValueError):
     """A TFRecord file that cannot be read as it is.
 

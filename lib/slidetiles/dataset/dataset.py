@@ -29,18 +29,11 @@ from slidetiles.dataset.sources import (
     source_from_paths,
     tile_label,
 )
-from slidetiles.errors import DatasetError
+from slidetiles.errors import DatasetError, listing
 from slidetiles.io.tfrecord2idx import find_index
 
 #: Names shown in an error before summarising.
 SHOWN = 10
-
-
-def _listing(items, limit: int = SHOWN) -> str:
-    items = [str(i) for i in items]
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"
 
 
 @dataclass(frozen=True)
@@ -334,7 +327,7 @@ class Dataset:
         if blank.any():
             bad = rows.index[blank].tolist()
             raise DatasetError(
-                f"{what}: {len(bad)} slide(s) have a blank value in {list(headers)}: {_listing(bad)}. "
+                f"{what}: {len(bad)} slide(s) have a blank value in {list(headers)}: {listing(bad, SHOWN)}. "
                 f"Drop them first with .filter(filter_blank={list(headers)})"
             )
         if len(headers) == 1:
@@ -391,7 +384,7 @@ class Dataset:
                 warnings.warn(
                     f"{setup.origin}: the annotations {ann.path} are missing or changed since the manifest was "
                     f"written, so categories carried only by its slides without a TFRecord "
-                    f"({_listing(setup.recorded_unmatched[0])}) cannot be numbered as Slideflow numbers them",
+                    f"({listing(setup.recorded_unmatched[0], SHOWN)}) cannot be numbered as Slideflow numbers them",
                     UserWarning, stacklevel=4,
                 )
             cache["label_frame"] = frame
@@ -683,7 +676,7 @@ class Dataset:
                 if bad:
                     raise DatasetError(
                         f"labels({header!r}, use_float=True): {len(bad)} slide(s) have a blank or non-numeric "
-                        f"value: {_listing(bad)}. Drop blanks with .filter(filter_blank=[{header!r}])"
+                        f"value: {listing(bad, SHOWN)}. Drop blanks with .filter(filter_blank=[{header!r}])"
                     )
                 per_slide = [[v] for v in converted]
                 uniques[header] = []

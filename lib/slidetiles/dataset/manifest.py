@@ -31,7 +31,7 @@ from slidetiles.dataset.balancing import BalanceSpec
 from slidetiles.dataset.catalog import Catalog, make_frame
 from slidetiles.dataset.clipping import ClipSpec
 from slidetiles.dataset.sources import parse_sources
-from slidetiles.errors import DatasetError, StaleManifestError
+from slidetiles.errors import DatasetError, StaleManifestError, listing
 from slidetiles.io.writer import atomic_write
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def check_manifest(document: dict, path: str | os.PathLike) -> None:
     if not lines:
         return
     path = os.fspath(path)
-    shown = "\n  ".join(lines[:SHOWN]) + (f"\n  ... ({len(lines)} in all)" if len(lines) > SHOWN else "")
+    shown = listing(lines, SHOWN, sep="\n  ")
     relative = any(not os.path.isabs(p) for p in missing)
     hint = f" (relative paths are read from the working directory, {os.getcwd()})" if relative else ""
     raise StaleManifestError(

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from slidetiles.errors import SplitError
+from slidetiles.errors import SplitError, listing
 
 MODEL_TYPES = ("categorical", "linear")
 #: Slideflow 3's names for the model types, accepted wherever a model type is.
@@ -22,14 +22,6 @@ MODEL_TYPE_ALIASES = {"classification": "categorical", "regression": "linear"}
 
 class SplitWarning(UserWarning):
     """A split that can be made but is weaker than asked (a class too small to reach every fold, ...)."""
-
-
-def listing(items, limit: int = 8) -> str:
-    """``"a, b, c"``, or ``"a, b, ... (12 in all)"`` when long: error messages must stay readable on big cohorts."""
-    items = [str(i) for i in items]
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"
 
 
 def natural_key(text: str) -> tuple:
