@@ -24,14 +24,24 @@ def _keep(dataset, slides: list[str]):
     return dataset.filter(filters={"slide": sorted(slides)})
 
 
-def _either(name: str, ours, theirs_name: str, theirs, default):
-    """One argument given under our name or Slideflow 3's (never both, unless equal)."""
+def _either(name: str, ours, theirs_name: str, theirs):
+    """One argument given under our name or Slideflow 3's (never both, unless equal); None when neither."""
     if ours is not None and theirs is not None and ours != theirs:
         raise SplitError(f"split(): {name}={ours!r} and {theirs_name}={theirs!r} disagree; {theirs_name} is "
                          f"Slideflow 3's name for {name}, pass one of them")
-    if ours is not None:
-        return ours
-    return theirs if theirs is not None else default
+    return ours if ours is not None else theirs
+
+
+def _spec(**fields):
+    """The split spec of these arguments.
+
+    ``strategy`` and ``k_fold`` left as None (neither our name nor Slideflow 3's given) take the spec's default, the
+    one place defaults live; for the other fields None is a value (no labels, no time limit) and is passed on.
+    """
+    from slidetiles.splits.spec import SplitSpec
+
+    return SplitSpec(**{name: value for name, value in fields.items()
+                        if value is not None or name not in ("strategy", "k_fold")})
 
 
 def split_categories(dataset, labels, model_type: str):
@@ -73,24 +83,27 @@ def split_dataset(
 
     if from_wsi:
         raise SplitError("split(from_wsi=True): slidetiles splits the slides of its TFRecords; drop from_wsi")
-    strategy = _either("strategy", strategy, "val_strategy", val_strategy, "k-fold")
-    fraction = _either("fraction", fraction, "val_fraction", val_fraction, None)
-    k_fold = _either("k_fold", k_fold, "val_k_fold", val_k_fold, 3)
     if model_type is None:
         # Slideflow's default: classification with labels, else a split of the patients alone.
         model_type = "categorical" if labels is not None else "linear"
-    plan = plan_split(
-        _annotations(dataset),
+    table = _annotations(dataset)
+    spec = _spec(
         model_type=model_type,
         labels=labels,
-        strategy=strategy,
-        fraction=fraction,
-        k_fold=k_fold,
+        strategy=_either("strategy", strategy, "val_strategy", val_strategy),
+        fraction=_either("fraction", fraction, "val_fraction", val_fraction),
+        k_fold=_either("k_fold", k_fold, "val_k_fold", val_k_fold),
         k_fold_header=k_fold_header,
         site_labels=site_labels,
-        splits=splits,
         seed=seed,
         time_limit=time_limit,
+    )
+    strategy = spec.strategy
+    plan = plan_split(
+        table,
+        spec,
+        splits=splits,
+        # Slideflow's category numbering: every annotated slide passing the filters, TFRecord or not.
         categories=split_categories(dataset, labels, model_type),
         read_only=read_only,
     )
@@ -119,16 +132,20 @@ def kfold_split_dataset(
     """``(train, val)`` for every fold of one k-fold partition; see :meth:`slidetiles.Dataset.kfold_split`."""
     from slidetiles.splits import plan_split
 
-    plan = plan_split(
-        _annotations(dataset),
+    table = _annotations(dataset)
+    spec = _spec(
         model_type=model_type,
         labels=labels,
         strategy="k-fold-preserved-site" if preserved_site else "k-fold",
         k_fold=k,
         site_labels=site_labels,
-        splits=splits,
         seed=seed,
         time_limit=time_limit,
+    )
+    plan = plan_split(
+        table,
+        spec,
+        splits=splits,
         categories=split_categories(dataset, labels, model_type),
         read_only=read_only,
     )

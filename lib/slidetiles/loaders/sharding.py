@@ -127,11 +127,13 @@ class ShardPlan:
 
 def resolve_seed(seed: int | None) -> int:
     """``seed`` itself, or fresh entropy when None (drawn once, so every worker of a loader shares it)."""
+    # The library's one seed check (splits use it too), raising the loaders' error.
+    from slidetiles.splits.spec import check_seed
+
+    seed = check_seed(seed, error=LoaderError, none_ok=True)
     if seed is None:
         return int(np.random.SeedSequence().entropy % (1 << 63))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise LoaderError(f"seed must be None or an integer >= 0, got {seed!r}")
-    return int(seed)
+    return seed
 
 
 def epoch_rngs(seed: int, epoch: int, shard_id: int) -> tuple[np.random.Generator, np.random.Generator]:

@@ -6,12 +6,13 @@
 >>> train_slides, val_slides = plan.train_val(1)  # doctest: +SKIP
 
 Modules: :mod:`~slidetiles.splits.cohort` (slides to patients), :mod:`~slidetiles.splits.strategies` (the
-partitioners), :mod:`~slidetiles.splits.splits_file` (``splits.json``), :mod:`~slidetiles.splits.plan` (the entry
-point), :mod:`~slidetiles.splits.plots` (composition figures), ``preserved_site`` (the preserved-site solver).
+partitioners), :mod:`~slidetiles.splits.splits_file` (``splits.json``), :mod:`~slidetiles.splits.spec` (the plan's
+names, defaults and checks), :mod:`~slidetiles.splits.plan` (the entry point), :mod:`~slidetiles.splits.plots` (composition figures), ``preserved_site`` (the preserved-site solver).
 """
 
 from slidetiles.splits.cohort import SplitWarning, patient_table
 from slidetiles.splits.plan import STRATEGIES, SplitPlan, plan_split
+from slidetiles.splits.spec import SplitSpec
 from slidetiles.splits.plots import plot_split_composition
 from slidetiles.splits.preserved_site import (
     PreservedSiteSolution,
@@ -39,6 +40,7 @@ __all__ = [
     "PreservedSiteSplitter",
     "STRATEGIES",
     "SplitPlan",
+    "SplitSpec",
     "SplitWarning",
     "append_split",
     "bootstrap_partition",

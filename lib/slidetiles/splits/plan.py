@@ -11,8 +11,8 @@ import pandas as pd
 
 from slidetiles.errors import SplitError
 from slidetiles.splits import splits_file, strategies
+from slidetiles.splits.spec import STRATEGIES, SplitSpec
 from slidetiles.splits.cohort import (
-    canonical_model_type,
     label_categories,
     label_values,
     outcome_names,
@@ -20,8 +20,7 @@ from slidetiles.splits.cohort import (
     slideflow_outcomes,
 )
 
-#: Every strategy :func:`plan_split` knows, Slideflow's names.
-STRATEGIES = ("k-fold", "k-fold-preserved-site", "k-fold-manual", "fixed", "bootstrap", "none")
+__all__ = ["STRATEGIES", "SplitPlan", "SplitSpec", "plan_split"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,7 +35,8 @@ class SplitPlan:
         patients: the patient table (see :func:`~slidetiles.splits.cohort.patient_table`), plus an ``outcome``
             column: each patient's ``outcome_label`` in Slideflow's encoding.
         validation_patients: ``k`` sorted lists of patients, parallel to ``folds``.
-        entry: the splits.json entry (None for ``bootstrap`` and ``none``, which are never saved).
+        entry: the splits.json entry (None for ``bootstrap`` and ``none``, which are never saved to a splits file;
+            :meth:`record` gives an entry for every strategy).
         reused: the entry was found in the splits file rather than computed.
         seed, fraction, model_type: the inputs.
         path: the splits file, if any; index: the entry's position in it (None when not saved).
@@ -59,6 +59,19 @@ class SplitPlan:
     index: int | None = None
     sites: dict | None = field(default=None)
     outcome_labels: dict | None = field(default=None)
+
+    def record(self) -> dict:
+        """The splits.json entry of this plan, for every strategy.
+
+        ``bootstrap`` and ``none`` are never saved to a Slideflow splits file (they draw afresh each time), but the
+        pipeline still leaves one artifact per plan: their entry is built here in the same format.
+        """
+        if self.entry is not None:
+            return self.entry
+        return splits_file.make_entry(self.patients, strategy=self.strategy,
+                                      validation_patients=self.validation_patients, seed=self.seed,
+                                      fraction=self.fraction, model_type=self.model_type,
+                                      outcome_labels=self.outcome_labels)
 
     @property
     def slides(self) -> list[str]:
@@ -120,24 +133,22 @@ def _slides_of(table: pd.DataFrame, groups: list[list[str]]) -> list[list[str]]:
     return [sorted(s for p in group for s in slides[p]) for group in groups]
 
 
-def _check_k_fold(k_fold, minimum: int) -> int:
-    if isinstance(k_fold, (bool, np.bool_)) or not isinstance(k_fold, (int, np.integer)):
-        raise SplitError(f"k_fold must be an integer, not {k_fold!r}")
-    if k_fold < minimum:
-        what = "repeat" if minimum == 1 else "folds"
-        raise SplitError(f"k_fold must be at least {minimum} ({what}), got {k_fold}")
-    return int(k_fold)
+_UNSET = object()
 
 
-def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labels=None, strategy: str = "k-fold",
-               fraction: float | None = None, k_fold: int = 3, k_fold_header: str | None = None,
-               site_labels: str | None = "site", splits: str | os.PathLike | None = None, seed: int = 0,
-               time_limit: float = 10.0, categories: dict | None = None, read_only: bool = False) -> SplitPlan:
+def plan_split(slides_df: pd.DataFrame, spec: SplitSpec | None = None, *, model_type=_UNSET, labels=_UNSET,
+               strategy=_UNSET, fraction=_UNSET, k_fold=_UNSET, k_fold_header=_UNSET, site_labels=_UNSET,
+               splits: str | os.PathLike | None = None, seed=_UNSET, time_limit=_UNSET,
+               categories: dict | None = None, read_only: bool = False) -> SplitPlan:
     """Plan a patient-level training/validation split, reusing or saving it in a ``splits.json``.
+
+    The plan is a :class:`~slidetiles.splits.spec.SplitSpec`, given whole as ``spec`` or field by field as keywords
+    (the spec's defaults fill the rest); not both.
 
     Args:
         slides_df: slide annotations, one row per slide, with ``slide``, ``patient`` and the label, site and fold
             columns used.
+        spec: the whole plan; the keywords below are its fields.
         model_type: ``'categorical'`` (folds stratified by label) or ``'linear'`` (fold sizes balanced, labels
             parsed as numbers); Slideflow 3's ``'classification'`` and ``'regression'`` are the same two.
         labels: the outcome column (or list of columns, or ``{slide: label}``); None splits without labels.
@@ -174,15 +185,17 @@ def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labe
         >>> sorted(train + val) == plan.slides
         True
     """
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise SplitError(f"unknown split strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
-    model_type = canonical_model_type(model_type)
-    seed = strategies.check_seed(seed)
-    if strategy == "k-fold-preserved-site" and site_labels is None:
-        raise SplitError("strategy 'k-fold-preserved-site' needs site_labels=... (the column naming each slide's "
-                         "site)")
-    if strategy == "k-fold-manual" and k_fold_header is None:
-        raise SplitError("strategy 'k-fold-manual' needs k_fold_header=... (the column naming each slide's fold)")
+    given = {name: value for name, value in (
+        ("model_type", model_type), ("labels", labels), ("strategy", strategy), ("fraction", fraction),
+        ("k_fold", k_fold), ("k_fold_header", k_fold_header), ("site_labels", site_labels), ("seed", seed),
+        ("time_limit", time_limit)) if value is not _UNSET}
+    if spec is None:
+        spec = SplitSpec(**given)
+    elif given:
+        raise SplitError(f"plan_split(): pass spec= or the spec's fields ({', '.join(sorted(given))}), not both")
+    strategy, model_type, labels, seed = spec.strategy, spec.model_type, spec.labels, spec.seed
+    fraction, k_fold, k_fold_header, site_labels = spec.fraction, spec.k_fold, spec.k_fold_header, spec.site_labels
+    time_limit = spec.time_limit
     site_column = site_labels if strategy == "k-fold-preserved-site" else None
     table = patient_table(slides_df, labels=labels, model_type=model_type, site_column=site_column)
     if len(table) == 0:
@@ -199,8 +212,7 @@ def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labe
                          **common)
 
     if strategy == "bootstrap":
-        fraction = strategies.check_fraction(fraction)
-        repeats = _check_k_fold(k_fold, 1)
+        repeats = k_fold
         groups = [strategies.bootstrap_partition(table, fraction, seed, i, model_type)
                   for i in range(1, repeats + 1)]
         return SplitPlan(strategy, repeats, _slides_of(table, groups), validation_patients=groups, entry=None,
@@ -212,10 +224,8 @@ def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labe
     extra: dict = {}
     fingerprint_extra: dict | None = None
     if strategy == "fixed":
-        fraction = strategies.check_fraction(fraction)
         k = 1
     else:
-        fraction = None
         if strategy == "k-fold-manual":
             values, manual_folds = strategies.manual_partition(slides_df, k_fold_header, table)
             k = len(values)
@@ -224,7 +234,7 @@ def plan_split(slides_df: pd.DataFrame, *, model_type: str = "categorical", labe
             fingerprint_extra = {"k_fold_header": k_fold_header,
                                  "folds": {p: values[i] for i, fold in enumerate(manual_folds) for p in fold}}
         else:
-            k = strategies._check_k(_check_k_fold(k_fold, 2), len(table))
+            k = strategies._check_k(k_fold, len(table))
 
     def build() -> dict:
         entry_extra = dict(extra)

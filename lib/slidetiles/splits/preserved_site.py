@@ -77,6 +77,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from slidetiles.errors import SplitError
+from slidetiles.splits.spec import check_seed
 
 __all__ = [
     "PreservedSiteSolution",
@@ -509,9 +510,7 @@ def solve_preserved_site(
         raise SplitError(f"work_limit must be a whole number >= 0 (or None for the default); got {work_limit!r}")
     if time_limit is not None and not time_limit > 0:
         raise SplitError(f"time_limit must be a positive number of seconds or None; got {time_limit!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise SplitError(f"seed must be a whole number >= 0; got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed)
     rng = np.random.Generator(np.random.PCG64(seed))
     sub = arr[active]
     search = _Search(sub, k, rng)

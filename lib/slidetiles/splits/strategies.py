@@ -28,6 +28,8 @@ import pandas as pd
 
 from slidetiles.errors import SplitError
 from slidetiles.splits.cohort import SplitWarning, _check_model_type, label_values, listing
+# The checks shared with the split spec live there; re-exported here, where callers have long found them.
+from slidetiles.splits.spec import check_fraction, check_seed  # noqa: F401
 
 _TWO_64 = 1 << 64
 
@@ -56,15 +58,6 @@ class _Stream:
         return out
 
 
-def check_seed(seed) -> int:
-    """The seed as a Python int, or SplitError: splits are only reproducible with an explicit non-negative int."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise SplitError(f"seed must be a non-negative integer, not {seed!r}")
-    if seed < 0:
-        raise SplitError(f"seed must be a non-negative integer, not {seed}")
-    return int(seed)
-
-
 def _check_k(k, n_patients: int, what: str = "folds") -> int:
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
         raise SplitError(f"k_fold must be an integer, not {k!r}")
@@ -74,19 +67,6 @@ def _check_k(k, n_patients: int, what: str = "folds") -> int:
         raise SplitError(f"too few patients for {k} {what}: {n_patients} patient(s); each fold needs at least one "
                          f"patient (use fewer folds or more data)")
     return int(k)
-
-
-def check_fraction(fraction) -> float:
-    """``fraction`` as a float strictly between 0 and 1, or SplitError."""
-    if fraction is None:
-        raise SplitError("this strategy needs fraction=... (the share of patients held out for validation, 0 to 1)")
-    try:
-        value = float(fraction)
-    except (TypeError, ValueError):
-        raise SplitError(f"fraction must be a number between 0 and 1, not {fraction!r}") from None
-    if not 0.0 < value < 1.0:
-        raise SplitError(f"fraction must be strictly between 0 and 1, got {fraction}")
-    return value
 
 
 def _sorted_patients(table: pd.DataFrame) -> list[str]:
