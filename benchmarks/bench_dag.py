@@ -1,10 +1,12 @@
-"""`snakemake -n` over many slide folders: DAG time and job / submission counts, grouped vs ungrouped.
+"""`snakemake -n` over many slides: DAG time and job / submission counts, grouped vs ungrouped.
 
-Creates N empty slide folders (the tiles are not read when planning), then times dry runs of the workflow:
-locally, and with the SLURM executor without and with per-slide job grouping (`--group-components per_slide=K`),
-counting the cluster submissions each would make. Medians of --runs runs.
+Two cohorts of N slides, as a user's config describes them: a `slides` source of N empty `.svs` files (one
+`extract` job per slide; no slide is opened when planning) and a `tiles` source of N empty slide folders (a
+`tfrecord` and a `tfrecord_index` job per slide). Times dry runs of the workflow: locally, and with the SLURM
+executor and the repository's SLURM profile's groups, one submission per slide and grouped (`--group-components
+<group>=K`), counting the cluster submissions each would make. Medians of --runs runs.
 
-Usage: python benchmarks/bench_dag.py [--slides 10000] [--group 50] [--runs 3]
+Usage: python benchmarks/bench_dag.py [--slides 10000] [--group 50] [--runs 3] [--kind slides tiles]
 """
 
 from __future__ import annotations
@@ -23,16 +25,23 @@ from common import save_results, table
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_cohort(root: Path, n_slides: int) -> Path:
-    tiles = root / "tiles"
-    tiles.mkdir()
+#: Per kind: the per-slide rules and the cluster group the SLURM profile puts them in.
+PER_SLIDE = {"slides": (("extract",), "extract_slides"), "tiles": (("tfrecord", "tfrecord_index"), "per_slide")}
+
+
+def make_cohort(root: Path, n_slides: int, kind: str) -> Path:
+    folder = root / kind
+    folder.mkdir()
     for i in range(n_slides):
-        (tiles / f"slide_{i:05d}").mkdir()
+        if kind == "tiles":
+            (folder / f"slide_{i:05d}").mkdir()
+        else:
+            (folder / f"slide_{i:05d}.svs").touch()
     (root / "annotations.csv").write_text("patient,slide,label\n")
     config = root / "config.yaml"
     config.write_text(
         "tile_px: 299\ntile_um: 302\n"
-        "sources: {lab: {tiles: tiles, tfrecords: tfrecords}}\n"
+        f"sources: {{lab: {{{kind}: {kind}, tfrecords: tfrecords}}}}\n"
         "annotations: annotations.csv\n"
         "datasets: {all: {}}\n"
         "splits: {cv: {dataset: all, strategy: k-fold, k: 3}}\n"
@@ -52,9 +61,9 @@ def dry_run(root: Path, config: Path, extra: list[str]) -> tuple[float, dict[str
     counts = {}
     for line in out.splitlines():
         match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if match and match.group(1) in ("tfrecord", "tfrecord_index", "manifest", "split", "report", "total"):
+        if match and match.group(1) in ("extract", "tfrecord", "tfrecord_index", "manifest", "split", "report", "total"):
             counts[match.group(1)] = int(match.group(2))
-    groups = len(re.findall(r"Group job per_slide", out))
+    groups = len(re.findall(r"Group job (per_slide|extract_slides)", out))
     return seconds, counts, groups
 
 
@@ -63,30 +72,37 @@ def main():
     parser.add_argument("--slides", type=int, default=10_000)
     parser.add_argument("--group", type=int, default=50, help="slides per cluster job when grouped")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--kind", nargs="+", choices=sorted(PER_SLIDE), default=["slides", "tiles"])
     ns = parser.parse_args()
-    slurm = ["--executor", "slurm", "--jobs", "100", "--slurm-no-account"]
-    scenarios = {
-        "local (snakemake -n)": [],
-        "SLURM, one submission per slide": slurm + ["--group-components", "per_slide=1"],
-        f"SLURM, grouped ({ns.group} slides per submission)": slurm + ["--group-components", f"per_slide={ns.group}"],
-    }
+    slurm = ["--executor", "slurm", "--jobs", "100", "--slurm-no-account", "--profile",
+             str(REPO / "workflow" / "profiles" / "slurm"), "--workflow-profile", "none"]
     rows, results = [], {}
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        started = time.perf_counter()
-        config = make_cohort(root, ns.slides)
-        print(f"{ns.slides} empty slide folders made in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        for name, extra in scenarios.items():
-            times = []
-            for _ in range(ns.runs):
-                seconds, counts, groups = dry_run(root, config, extra)
-                times.append(seconds)
-            per_slide_jobs = counts.get("tfrecord", 0) + counts.get("tfrecord_index", 0)
-            # Without a group every per-slide job is its own submission; local runs submit nothing.
-            submissions = "-" if not extra else (groups or per_slide_jobs)
-            rows.append([name, statistics.median(times), counts.get("total"), per_slide_jobs, submissions])
-            results[name] = {"seconds": times, "jobs": counts, "group_jobs": groups}
-    print(table(rows, ["dry run", "median s", "jobs", "per-slide jobs", "per-slide submissions"]))
+    for kind in ns.kind:
+        rules, group = PER_SLIDE[kind]
+        scenarios = {
+            "local (snakemake -n)": [],
+            "SLURM, one submission per slide": slurm + ["--group-components", f"{group}=1"],
+            f"SLURM, grouped ({ns.group} slides per submission)": slurm + ["--group-components", f"{group}={ns.group}"],
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            root = Path(folder)
+            started = time.perf_counter()
+            config = make_cohort(root, ns.slides, kind)
+            print(f"{ns.slides} empty {kind} made in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            for name, extra in scenarios.items():
+                times = []
+                for _ in range(ns.runs):
+                    seconds, counts, groups = dry_run(root, config, extra)
+                    times.append(seconds)
+                    print(f"  {kind}, {name}: {seconds:.1f} s", file=sys.stderr)
+                per_slide_jobs = sum(counts.get(rule, 0) for rule in rules)
+                # Without a group every per-slide job is its own submission; local runs submit nothing.
+                submissions = "-" if not extra else (groups or per_slide_jobs)
+                rows.append([kind, name, statistics.median(times), min(times), max(times), counts.get("total"),
+                             per_slide_jobs, submissions])
+                results[f"{kind}: {name}"] = {"seconds": times, "jobs": counts, "group_jobs": groups}
+    print(table(rows, ["input", "dry run", "median s", "min s", "max s", "jobs", "per-slide jobs",
+                       "per-slide submissions"]))
     print(f"\nsaved {save_results('bench_dag', {'slides': ns.slides, 'group': ns.group, 'results': results})}")
 
 
