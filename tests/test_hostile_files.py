@@ -580,6 +580,7 @@ def test_every_error_class_pickles_with_its_attributes():
         errors_module.FileError: ("/a.index.npz", "bad"),
         errors_module.OutputWriteError: ("/a.tfrecords", errno.EFBIG, "bad"),
         errors_module.StaleManifestError: ("/m.json", ["/a"], ["/b"]),
+        errors_module.SourceChangedError: (["/a.tfrecords"], "bad"),
     }
     classes = [c for c in vars(errors_module).values() if isinstance(c, type) and issubclass(c, SlidetilesError)]
     for cls in classes:

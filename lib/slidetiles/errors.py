@@ -87,6 +87,10 @@ class TruncatedRecordError(TFRecordError):
     hint = "the file was cut short; re-create or re-copy it"
 
 
+class WireError(SlidetilesError):
+    """Malformed protobuf wire data met by the hand-written scanner; callers turn it into an InvalidExampleError."""
+
+
 class InvalidExampleError(TFRecordError):
     """The payload passed its CRC (or CRCs were not checked) but is not a valid tf.train.Example."""
 
@@ -155,6 +159,49 @@ class DatasetError(SlidetilesError, ValueError):
 
 class AnnotationsError(DatasetError):
     """An annotations CSV or DataFrame that cannot be used: missing columns, duplicated or conflicting slides."""
+
+
+class LoaderError(SlidetilesError, ValueError):
+    """A training loader that cannot be built as asked (sources, labels, options)."""
+
+
+class MissingLabelError(LoaderError):
+    """Labels were asked for, but some slides have none.
+
+    Attributes:
+        slides: the slides without a label.
+    """
+
+    def __init__(self, slides, message: str | None = None):
+        self.slides = list(slides)
+        if message is None:
+            message = (
+                f"{len(self.slides)} slide(s) have no label: {listing(self.slides, 10)}. Give every slide a label, "
+                "filter those slides out, or build the loader with labels=None"
+            )
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (self.__class__, (self.slides, str(self)))
+
+
+class SourceChangedError(LoaderError):
+    """A TFRecord no longer matches what was counted when its source was described (e.g. in a manifest).
+
+    Attributes:
+        paths: the TFRecords that changed or disappeared.
+    """
+
+    def __init__(self, paths, message: str):
+        self.paths = list(paths)
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (self.__class__, (self.paths, str(self)))
+
+
+class ConfigError(SlidetilesError, ValueError):
+    """A configuration problem found while planning or running the workflow; the message names the key."""
 
 
 class StaleManifestError(SlidetilesError, ValueError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from slidetiles.errors import AnnotationsError
+from slidetiles.errors import AnnotationsError, listing
 
 REQUIRED = ("patient", "slide")
 #: How many offending rows/slides an error lists before summarising.
@@ -52,13 +52,6 @@ def blank_mask(values: pd.Series) -> pd.Series:
 def _empty_mask(values: pd.Series) -> pd.Series:
     # A patient or slide name of spaces is as unusable as none.
     return values.isna() | values.astype(str).str.strip().eq("")
-
-
-def _listing(items, limit: int = SHOWN) -> str:
-    items = [str(i) for i in items]
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"
 
 
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -151,8 +144,8 @@ def load_annotations(annotations) -> Annotations:
         bad = _empty_mask(frame[column]).to_numpy().nonzero()[0]
         if len(bad):
             raise AnnotationsError(
-                f"{where}: blank {column!r} in {_listing(row_names[i] for i in bad)}; every row needs a patient "
-                "and a slide name (drop the rows or fill them in)"
+                f"{where}: blank {column!r} in {listing([row_names[i] for i in bad], SHOWN)}; every row needs a "
+                "patient and a slide name (drop the rows or fill them in)"
             )
 
     slides = frame["slide"]
@@ -172,11 +165,11 @@ def load_annotations(annotations) -> Annotations:
                 repeats.append(f"{slide!r} ({where_rows})")
         if conflicts:
             raise AnnotationsError(
-                f"{where}: {len(conflicts)} slide(s) assigned to more than one patient: {_listing(conflicts)}. "
-                "A slide belongs to one patient; fix the rows."
+                f"{where}: {len(conflicts)} slide(s) assigned to more than one patient: "
+                f"{listing(conflicts, SHOWN)}. A slide belongs to one patient; fix the rows."
             )
         raise AnnotationsError(
-            f"{where}: {len(repeats)} slide(s) listed more than once: {_listing(repeats)}. "
+            f"{where}: {len(repeats)} slide(s) listed more than once: {listing(repeats, SHOWN)}. "
             "List each slide once (merge or drop the extra rows)."
         )
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from slidetiles.dataset.sources import Source
 from slidetiles.dataset.tilecounts import count_tiles, pick_index
-from slidetiles.errors import DatasetError
+from slidetiles.errors import DatasetError, listing
 
 TFRECORD_SUFFIX = ".tfrecords"
 COLUMNS = ("path", "slide", "source", "total", "size", "mtime_ns")
@@ -80,14 +80,14 @@ def scan_catalog(
         seen_dirs.add(key)
         try:
             with os.scandir(folder) as it:
-                listing = list(it)
+                dir_entries = list(it)
         except FileNotFoundError:
             missing_dirs.append((source.name, folder))
             continue
         except NotADirectoryError:
             raise DatasetError(f"source {source.name!r}: {folder} is a file, not a folder of TFRecords") from None
-        names = {e.name for e in listing}
-        for entry in sorted(listing, key=lambda e: e.name):
+        names = {e.name for e in dir_entries}
+        for entry in sorted(dir_entries, key=lambda e: e.name):
             name = entry.name
             if not name.endswith(TFRECORD_SUFFIX) or name.startswith(".") or not entry.is_file():
                 continue
@@ -103,7 +103,7 @@ def scan_catalog(
             index_file = os.path.join(folder, index_name) if index_name else None
             entries.append((path, stat.st_size, stat.st_mtime_ns, index_file))
     if clashes:
-        shown = "\n  ".join(clashes[:SHOWN]) + (f"\n  ... ({len(clashes)} in all)" if len(clashes) > SHOWN else "")
+        shown = listing(clashes, SHOWN, sep="\n  ")
         raise DatasetError(
             f"{len(clashes)} slide(s) have TFRecords in two sources; a slide must come from one source only:\n  "
             f"{shown}\nRemove the duplicate files or choose sources=[...] that do not overlap."
@@ -111,10 +111,9 @@ def scan_catalog(
     counts, errors = count_tiles(entries, jobs=jobs, progress=progress)
     if errors:
         items = sorted(errors.items())
-        shown = "\n  ".join(f"{p}: {e}" for p, e in items[:SHOWN])
-        more = f"\n  ... ({len(items)} in all)" if len(items) > SHOWN else ""
+        shown = listing((f"{p}: {e}" for p, e in items), SHOWN, sep="\n  ")
         raise DatasetError(
-            f"cannot count the tiles of {len(items)} TFRecord(s):\n  {shown}{more}\n"
+            f"cannot count the tiles of {len(items)} TFRecord(s):\n  {shown}\n"
             "Check them with `slidetiles verify <file>`; re-create damaged files, rebuild foreign or damaged "
             "indexes with `slidetiles index --force <file>`, or move the files out of the dataset's folders."
         )

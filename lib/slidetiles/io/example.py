@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from slidetiles.errors import InvalidExampleError
+# WireError lives in slidetiles.errors with the others; importing it from here still works.
+from slidetiles.errors import InvalidExampleError, WireError
 
 _FDP = descriptor_pb2.FieldDescriptorProto
 
@@ -178,12 +179,6 @@ def _feature_dict(features) -> dict:
         values = getattr(feature, kind).value
         out[name] = values[0] if len(values) == 1 else list(values)
     return out
-
-
-class WireError(Exception):
-    """Malformed protobuf wire data met by the hand-written scanner."""
-
-    pass
 
 
 _UINT64 = (1 << 64) - 1

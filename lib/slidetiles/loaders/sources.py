@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from slidetiles.errors import SlidetilesError
+# The loader errors live in slidetiles.errors with the others; importing them from here still works.
+from slidetiles.errors import LoaderError, MissingLabelError, SourceChangedError, listing
 
 __all__ = [
     "LabelEncoding",
@@ -48,52 +49,8 @@ __all__ = [
     "sources_from_table",
 ]
 
-#: How many names an error message lists before it says "and N more".
+#: How many names an error message lists before it summarises.
 _SHOWN = 10
-
-
-class LoaderError(SlidetilesError, ValueError):
-    """A training loader that cannot be built as asked (sources, labels, options)."""
-
-
-class MissingLabelError(LoaderError):
-    """Labels were asked for, but some slides have none.
-
-    Attributes:
-        slides: the slides without a label.
-    """
-
-    def __init__(self, slides: Sequence[str], message: str | None = None):
-        self.slides = list(slides)
-        if message is None:
-            message = (
-                f"{len(self.slides)} slide(s) have no label: {_listing(self.slides)}. Give every slide a label, "
-                "filter those slides out, or build the loader with labels=None"
-            )
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (self.__class__, (self.slides, str(self)))
-
-
-class SourceChangedError(LoaderError):
-    """A TFRecord no longer matches what was counted when its source was described (e.g. in a manifest).
-
-    Attributes:
-        paths: the TFRecords that changed or disappeared.
-    """
-
-    def __init__(self, paths: Sequence[str], message: str):
-        self.paths = list(paths)
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (self.__class__, (self.paths, str(self)))
-
-
-def _listing(items: Sequence, limit: int = _SHOWN) -> str:
-    shown = ", ".join(str(i) for i in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _slide_of(path: str) -> str:
@@ -286,9 +243,9 @@ def check_sources(sources: Sequence[TileSource], *, create_index: bool = False) 
     if missing or changed:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} TFRecord(s) no longer exist: {_listing(missing)}")
+            parts.append(f"{len(missing)} TFRecord(s) no longer exist: {listing(missing, _SHOWN)}")
         if changed:
-            parts.append(f"{len(changed)} TFRecord(s) changed since they were counted: {_listing(problems)}")
+            parts.append(f"{len(changed)} TFRecord(s) changed since they were counted: {listing(problems, _SHOWN)}")
         raise SourceChangedError(
             missing + changed,
             "; ".join(parts) + ". Rebuild the manifest / dataset from the current files (and their indexes).",

@@ -11,13 +11,11 @@ import os
 from dataclasses import dataclass
 
 from slidetiles.dataset import tile_label
+# ConfigError lives in slidetiles.errors with the others; importing it from here still works.
+from slidetiles.errors import ConfigError
 from slidetiles.io.tiles import check_name
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration problem found while planning the workflow; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -352,10 +350,12 @@ def check_config(config: dict) -> None:
         where = f"splits.{name}"
         if spec["dataset"] not in config["datasets"]:
             raise ConfigError(f"{where}.dataset: {spec['dataset']!r} is not a dataset (datasets: {', '.join(datasets)})")
-        strategy = spec.get("strategy", "k-fold")
-        if strategy in ("fixed", "bootstrap") and spec.get("fraction") is None:
-            raise ConfigError(f"{where}.fraction: strategy {strategy!r} needs a validation fraction, e.g. 0.2")
-        if strategy == "k-fold-manual" and not spec.get("k_fold_header"):
-            raise ConfigError(f"{where}.k_fold_header: strategy 'k-fold-manual' needs the annotation column of folds")
-        if strategy.startswith("k-fold") and strategy != "k-fold-manual" and spec.get("k", 3) < 2:
-            raise ConfigError(f"{where}.k: {strategy!r} needs k >= 2 folds, got {spec.get('k')}")
+        # The split spec fills the defaults and checks the plan (the schema only checks types); it also says which
+        # old key names (k, site_column) a plan still uses.
+        from slidetiles.errors import SplitError
+        from slidetiles.splits.spec import SplitSpec
+
+        try:
+            SplitSpec.from_config(spec, where=where)
+        except SplitError as e:
+            raise ConfigError(str(e)) from None
