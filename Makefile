@@ -44,7 +44,7 @@ test: install
 	SLIDETILES_REQUIRE_SLIDEFLOW=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
-	cd benchmarks && for b in bench_tfrecord bench_decode bench_dataset bench_preserved_site bench_dag bench_loaders; do \
+	cd benchmarks && for b in bench_tfrecord bench_decode bench_dataset bench_preserved_site bench_slide_readers bench_extract bench_dag bench_loaders; do \
 		echo "== $$b"; ../$(BIN)/python $$b.py || exit 1; done
 
 clean:
