@@ -1,4 +1,7 @@
-"""Shared fixtures: real JPEG tiles, TFRecords written by us, and a quiet real TensorFlow."""
+"""Shared fixtures: real JPEG tiles, TFRecords written by us, the Dataset tests' cohort, and a quiet real TensorFlow.
+
+Plain helper functions are in helpers.py.
+"""
 
 import os
 
@@ -7,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from helpers import write_tiles
+from helpers import build_cohort, write_tiles
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +27,23 @@ def tile_tfrecord(tmp_path, jpeg_tiles):
     path = tmp_path / "slide1.tfrecords"
     locs = write_tiles(path, jpeg_tiles)
     return str(path), jpeg_tiles, locs
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """The Dataset tests' cohort on disk (helpers.build_cohort), shared by a module's tests: they must not modify it.
+
+    Modules that define their own ``cohort`` fixture use theirs.
+    """
+    return build_cohort(tmp_path_factory.mktemp("cohort"))
+
+
+@pytest.fixture(scope="module")
+def cohort_ds(cohort):
+    """The Dataset of :func:`cohort`: 299 px tiles at 10x, its annotations CSV."""
+    from slidetiles import Dataset
+
+    return Dataset(tfrecords=cohort["tfrecords"], tile_px=299, tile_um="10x", annotations=cohort["csv"])
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""clip() and balance() on the hand-made cohort (see test_dataset_support), chaining, and properties.
+"""clip() and balance() on the hand-made cohort (see tests/helpers.py), chaining, and properties.
 
 Retained TFRecords in path order: s1..s8 with 10, 30, 5, 20, 8, 8, 4, 2 tiles (87); patients p1 = {s1, s2},
 p2 = {s3}, p3 = {s4}, p4 = {s5, s6, s7, s8}; labels tumor = {s1, s2, s5..s8} (62 tiles), normal = {s3, s4} (25).
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import TILES
 from slidetiles.dataset.balancing import BalanceSpec, balance_weights
 from slidetiles.dataset.clipping import ClipSpec, clip_counts, spread
 from slidetiles.errors import DatasetError
-from test_dataset_support import RETAINED, TILES, cohort, cohort_ds  # noqa: F401  (fixtures)
 
 ORDER = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"]
 

@@ -5,12 +5,12 @@ import os
 import numpy as np
 import pytest
 
+from helpers import write_tfrecord
 from slidetiles import Dataset
 from slidetiles.dataset import tilecounts
 from slidetiles.dataset.tilecounts import count_tiles, pick_index, quick_head
 from slidetiles.errors import DatasetError
 from slidetiles.io import tfrecord2idx
-from test_dataset_support import write_tfrecord
 
 
 def entry(path):

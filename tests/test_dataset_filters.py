@@ -1,4 +1,4 @@
-"""Dataset construction, filters and what did not match, against the hand-made cohort of test_dataset_support."""
+"""Dataset construction, filters and what did not match, against the hand-made cohort of tests/helpers.py."""
 
 import io
 import os
@@ -7,22 +7,19 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers import ORPHANS, RETAINED, TILES, annotations_frame, build_cohort, path_of, write_tfrecord
 from slidetiles import Dataset
 from slidetiles.errors import DatasetError
-from test_dataset_support import (  # noqa: F401  (cohort, cohort_ds are fixtures)
-    RETAINED,
-    TILES,
-    annotations_frame,
-    build_cohort,
-    cohort,
-    cohort_ds,
-    path_of,
-    write_tfrecord,
-)
 
 
 def tiles_of(ds):
     return {os.path.basename(p)[: -len(".tfrecords")]: v["clipped"] for p, v in ds.manifest().items()}
+
+
+def test_cohort_is_what_the_docstring_says(cohort):
+    for slide, n in {**TILES, **ORPHANS}.items():
+        size = os.path.getsize(path_of(cohort, slide))
+        assert (size == 0) == (n == 0)
 
 
 def test_construction_matches_tfrecords_to_annotations(cohort, cohort_ds):

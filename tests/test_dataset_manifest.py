@@ -5,9 +5,9 @@ import os
 
 import pytest
 
+from helpers import build_cohort, write_tfrecord
 from slidetiles import Dataset
 from slidetiles.errors import DatasetError, StaleManifestError
-from test_dataset_support import build_cohort, write_tfrecord
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ import os
 import pytest
 import yaml
 
+from helpers import annotations_frame, write_tfrecord
 import slidetiles
 from slidetiles import Dataset, load_project
 from slidetiles.dataset import tile_label
 from slidetiles.dataset.sources import parse_tile_um
 from slidetiles.errors import DatasetError
-from test_dataset_support import annotations_frame, write_tfrecord
 
 
 @pytest.mark.parametrize(

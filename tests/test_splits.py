@@ -8,12 +8,12 @@ import sys
 import tempfile
 import warnings
 
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import make_cohort
 from slidetiles.errors import SplitError
 from slidetiles.splits import (
     SplitWarning,
@@ -48,20 +48,6 @@ def cohorts(draw, min_patients=1, max_patients=30, max_labels=4, max_sites=6):
                          "score": score})
     rows = draw(st.permutations(rows))
     return pd.DataFrame(rows, columns=["slide", "patient", "subtype", "site", "score"])
-
-
-def make_cohort(n_patients=24, n_labels=3, n_sites=6, slides=(1, 2, 3), seed=0):
-    """A fixed cohort for example-based tests."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n_patients):
-        patient = f"TCGA-{i:03d}"
-        score = f"{rng.integers(0, 100) / 10}"
-        for j in range(slides[i % len(slides)]):
-            rows.append({"slide": f"{patient}-{j}", "patient": patient, "subtype": "ABCDEFG"[i % n_labels],
-                         "site": f"site{i % n_sites}", "score": score,
-                         "fold": f"{1 + i % 4}"})
-    return pd.DataFrame(rows)
 
 
 def patients_of(df, slides):

@@ -7,11 +7,10 @@ import warnings
 import pandas as pd
 import pytest
 
+from helpers import make_cohort
 from slidetiles.errors import SplitError
 from slidetiles.splits import SplitWarning, append_split, load_splits, plan_split, split_fingerprint
 from slidetiles.splits.splits_file import dumps_splits
-
-from test_splits import make_cohort
 
 
 def slideflow_entry(df, strategy="k-fold", k=3, label="subtype", label_format="name", with_site=False):
