@@ -157,7 +157,6 @@ def test_reaches_bound_on_easy_peer_configuration():
     counts = random_site_cohort(80, 3, 2)
     sol = solve_preserved_site(counts, 5, seed=0)
     assert sol.gap == 0 and sol.proved_optimal
-    assert sol.seconds < 5
 
 
 def test_time_limit_is_reported():
@@ -256,7 +255,7 @@ def test_as_many_folds_as_sites():
     counts = random_site_cohort(25, 2, 1)
     sol = solve_preserved_site(counts, 25)
     check_valid(counts, 25, sol)
-    assert sol.proved_optimal and sol.assignment == tuple(range(25)) and sol.seconds < 1
+    assert sol.proved_optimal and sol.assignment == tuple(range(25))
 
 
 def test_whole_float_counts_are_accepted():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,8 @@ from slidetiles.slides import preview
 from slidetiles.slides.synthetic import write_synthetic_slide
 
 N_SLIDES = 10_000
-#: Bounds the page must stay under at 10,000 slides (measured: about 105 KB, 4 s on 2 cores).
+#: Size the page must stay under at 10,000 slides (measured: about 105 KB; it took about 4 s on 2 cores).
 MAX_PAGE_BYTES = 300_000
-MAX_SECONDS = 60
 
 
 def fake_cohort(root: Path, n: int) -> list[str]:
@@ -56,13 +54,11 @@ def fake_cohort(root: Path, n: int) -> list[str]:
 def test_report_at_cohort_scale(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     reports = fake_cohort(tmp_path, N_SLIDES)
-    start = time.perf_counter()
     make_report(manifests=["results/manifests/all.json"], summaries=["results/manifests/all.summary.txt"],
                 splits=[], plots=[], html="results/report.html", extractions=reports,
                 tiles_tsv="results/extraction/tiles_per_slide.tsv")
-    seconds = time.perf_counter() - start
     page = Path("results/report.html").read_text()
-    assert len(page.encode()) < MAX_PAGE_BYTES and seconds < MAX_SECONDS, (len(page.encode()), seconds)
+    assert len(page.encode()) < MAX_PAGE_BYTES, len(page.encode())
     # Charts only are embedded (one per dataset, one for the extraction): no thumbnail, whatever the cohort size.
     assert page.count("data:image") == 2
     links = re.findall(r"<a href='([^']+\.png)'>", page)
@@ -153,15 +149,6 @@ def test_draw_extraction_places_tiles(slide, tmp_path):
     again = tmp_path / "again.png"
     preview.draw_extraction(wsi, report, again, width=512)
     assert again.read_bytes() == path.read_bytes()
-
-
-def test_draw_extraction_is_fast(slide):
-    wsi = slidetiles.WSI(slide, 64, 16)  # 64 level-0 px a tile: 32 x 24 = 768 tiles
-    wsi.qc("otsu")
-    report = wsi.extract_tiles(dry_run=True, whitespace_fraction=0.9, num_threads=1)
-    start = time.perf_counter()
-    preview.draw_extraction(wsi, report, None, width=512)
-    assert time.perf_counter() - start < 2  # about 0.1 s: a loaded machine, not the code, would pass 2 s
 
 
 def test_draw_note(slide, tmp_path):
