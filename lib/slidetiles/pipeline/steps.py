@@ -302,42 +302,27 @@ def _write_text(path: str, text: str) -> None:
 def make_split(*, manifest: str, plan: dict, splits: str, png: str, svg: str) -> None:
     """One split plan over a manifest's slides -> splits JSON (Slideflow's format) and composition plots.
 
-    The JSON holds the one entry this plan gives, computed afresh from the manifest and the plan (Snakemake
-    removes outputs before a job runs), so the same inputs and seed give the same bytes. Strategies Slideflow
-    never saves (``bootstrap``, ``none``) are recorded in the same format so every plan leaves an artifact.
+    ``plan`` is a config plan (``splits.<name>``; see :meth:`~slidetiles.splits.spec.SplitSpec.from_config`, which
+    fills the defaults and still reads the old key names). The JSON holds the one entry this plan gives, computed
+    afresh from the manifest and the plan (Snakemake removes outputs before a job runs), so the same inputs and seed
+    give the same bytes. Strategies Slideflow never saves (``bootstrap``, ``none``) are recorded in the same format
+    (:meth:`~slidetiles.splits.SplitPlan.record`) so every plan leaves an artifact.
     """
     from slidetiles.dataset import Dataset
     from slidetiles.dataset.splitting import split_categories
-    from slidetiles.splits import plan_split
+    from slidetiles.splits import SplitSpec, plan_split
     from slidetiles.splits.plots import plot_split_composition
-    from slidetiles.splits.splits_file import dumps_splits, make_entry
+    from slidetiles.splits.splits_file import dumps_splits
 
+    spec = SplitSpec.from_config(plan, where=f"split {os.path.splitext(os.path.basename(splits))[0]}")
     dataset = Dataset.from_manifest(manifest)
-    model_type = plan.get("model_type", "categorical")
     result = plan_split(
         dataset.annotations,
-        model_type=model_type,
-        labels=plan.get("labels"),
-        strategy=plan.get("strategy", "k-fold"),
-        fraction=plan.get("fraction"),
-        k_fold=plan.get("k", 3),
-        k_fold_header=plan.get("k_fold_header"),
-        site_labels=plan.get("site_column", "site"),
-        seed=plan.get("seed", 0),
-        time_limit=plan.get("time_limit", 10.0),
+        spec,
         # Slideflow's category numbering: every annotated slide passing the filters, TFRecord or not.
-        categories=split_categories(dataset, plan.get("labels"), model_type),
+        categories=split_categories(dataset, spec.labels, spec.model_type),
     )
-    entry = result.entry or make_entry(
-        result.patients,
-        strategy=result.strategy,
-        validation_patients=result.validation_patients,
-        seed=result.seed,
-        fraction=result.fraction,
-        model_type=result.model_type,
-        outcome_labels=result.outcome_labels,
-    )
-    _write_text(splits, dumps_splits([entry]))
+    _write_text(splits, dumps_splits([result.record()]))
     for path in (png, svg):
         plot_split_composition(result, path)
     log.info("%s: %s, %d iteration(s) over %d slides", splits, result.strategy, result.k, len(result.slides))

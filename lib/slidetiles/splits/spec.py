@@ -145,12 +145,13 @@ class SplitSpec:
             raise SplitError(f"time_limit must be a positive number of seconds or None, not {limit!r}")
 
     @classmethod
-    def from_config(cls, plan: Mapping, where: str = "split") -> SplitSpec:
+    def from_config(cls, plan: Mapping, where: str = "split", *, warn: bool = True) -> SplitSpec:
         """The spec of one config plan (``splits.<name>`` in config.yaml), old key names included.
 
         ``k`` and ``site_column`` (earlier releases) still work: each logs a warning and raises a
         ``DeprecationWarning`` naming its replacement. Giving both names with different values is an error, as is a
-        key the spec does not know. Errors start with ``where.<key>``.
+        key the spec does not know. Errors start with ``where``. ``warn=False`` skips the deprecation messages, for
+        callers that read a plan already checked (and warned about) once.
 
         Example:
             >>> SplitSpec.from_config({"dataset": "all", "k_fold": 5, "seed": 1}).k_fold
@@ -164,8 +165,9 @@ class SplitSpec:
             new = DEPRECATED_KEYS.get(key)
             if new is not None:
                 message = f"{where}.{key} is deprecated; call it {where}.{new} (Slideflow's name)"
-                log.warning(message)
-                warnings.warn(message, DeprecationWarning, stacklevel=2)
+                if warn:
+                    log.warning(message)
+                    warnings.warn(message, DeprecationWarning, stacklevel=2)
                 if new in plan and plan[new] != value:
                     raise SplitError(f"{where}.{key}={value!r} and {where}.{new}={plan[new]!r} disagree; {key} is the "
                                      f"old name of {new}, keep only {new}")
@@ -187,3 +189,19 @@ class SplitSpec:
             3
         """
         return asdict(self)
+
+
+def config_params(plan: Mapping) -> dict:
+    """A config plan as the split rule's params: new key names, every default filled, keys sorted.
+
+    The spec, not the raw config, goes into params: a plan renamed from the old keys (``k``, ``site_column``) to
+    the new ones, or one that now spells out a default, is the same plan, and Snakemake re-runs nothing. No
+    deprecation messages here: ``check_config`` gave them once per run.
+
+    Example:
+        >>> config_params({"dataset": "all", "k": 5})["k_fold"]
+        5
+    """
+    spec = SplitSpec.from_config(plan, warn=False)
+    values = {**{key: plan[key] for key in PIPELINE_KEYS if key in plan}, **spec.to_config()}
+    return {key: values[key] for key in sorted(values)}
