@@ -2,7 +2,8 @@
 
 :func:`run_rule` sends log records to the rule's ``log:`` file and turns every expected failure (bad tiles,
 a missing folder, a stale manifest, an impossible split...) into one clear line naming the file, slide or key,
-in the log and on stderr, and exit status 1: never a bare traceback as the only explanation.
+in the log and on stderr, and exit status 1: never a bare traceback as the only explanation. Expected failures are
+:class:`~slidetiles.errors.SlidetilesError` and ``OSError``; anything else is a bug, logged with its traceback.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ def run_rule(snakemake, step, **kwargs) -> None:
 
 
 def run_step(step, *, log_path: str | None, rule: str, **kwargs) -> None:
-    """Run ``step(**kwargs)`` with its log records in ``log_path`` (all) and on stderr (warnings and errors);
-    an expected failure becomes one line naming what failed and exit status 1."""
+    """Run ``step(**kwargs)`` with its log records in ``log_path`` (all) and on stderr (warnings and errors).
+
+    An expected failure (a :class:`~slidetiles.errors.SlidetilesError` or an ``OSError`` such as a missing file)
+    becomes one line naming what failed, and exit status 1. Any other exception is a programming error: it is
+    logged with its traceback, so the rule's log shows where it came from, and the exit status is 1 too.
+    """
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)  # the log file gets everything; the terminal only what needs a look
     handlers: list[logging.Handler] = [console]
@@ -34,8 +39,11 @@ def run_step(step, *, log_path: str | None, rule: str, **kwargs) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
     try:
         step(**kwargs)
-    except (SlidetilesError, OSError, ValueError, KeyError) as error:
+    except (SlidetilesError, OSError) as error:
         log.error("rule %s failed: %s", rule, error)
+        sys.exit(1)
+    except Exception:
+        log.exception("rule %s failed with an unexpected error (a bug in slidetiles; please report it)", rule)
         sys.exit(1)
 
 
