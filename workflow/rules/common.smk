@@ -122,10 +122,6 @@ def dataset_params(wildcards):
     return canonical(config["datasets"][wildcards.dataset])
 
 
-def split_plan(wildcards):
-    return canonical(config["splits"][wildcards.plan])
-
-
 def split_manifest(wildcards):
     return f"results/manifests/{config['splits'][wildcards.plan]['dataset']}.json"
 
