@@ -126,7 +126,8 @@ def iter_tiles(seed: int, n: int, px: int = 299, quality: int | None = None) -> 
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # A reader (or a pipeline rerun after a crash) never sees a half-written file.
+    # A reader (or a pipeline rerun after a crash) never sees a half-written file. Imported here: slidetiles.io
+    # pulls in protobuf, which planning the workflow (discovery imports this module) does not need.
     from slidetiles.io.writer import atomic_write
 
     with atomic_write(path) as f:

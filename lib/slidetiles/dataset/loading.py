@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from slidetiles.errors import DatasetError, SplitError
+from slidetiles.dataset import Dataset
+from slidetiles.errors import DatasetError, MissingLabelError, SplitError
+from slidetiles.loaders.sources import sources_from_table
+from slidetiles.splits import load_splits
 
 
 def label_dict(dataset, labels, use_float=False) -> dict | None:
@@ -19,8 +22,6 @@ def label_dict(dataset, labels, use_float=False) -> dict | None:
         return None
     if isinstance(labels, Mapping):
         return dict(labels)
-    from slidetiles.loaders import MissingLabelError
-
     frame = dataset.annotations
     for header in [labels] if isinstance(labels, str) else list(labels):
         if header in frame.columns:
@@ -37,14 +38,12 @@ def label_dict(dataset, labels, use_float=False) -> dict | None:
 
 def dataset_sources(dataset, labels=None, use_float=False):
     """One :class:`~slidetiles.loaders.TileSource` per retained TFRecord, with clip and balance applied."""
-    from slidetiles.loaders import sources_from_table
-
     return sources_from_table(dataset.slide_table(), labels=label_dict(dataset, labels, use_float))
 
 
 def torch_loader(dataset, labels=None, batch_size: int = 32, *, use_float=False, **options):
     """See :meth:`slidetiles.Dataset.torch`."""
-    from slidetiles.loaders import make_torch_loader
+    from slidetiles.loaders import make_torch_loader  # imports torch: only when a torch loader is asked for
 
     sources = dataset_sources(dataset, labels, use_float)
     if not sources:
@@ -54,7 +53,7 @@ def torch_loader(dataset, labels=None, batch_size: int = 32, *, use_float=False,
 
 def tensorflow_dataset(dataset, labels=None, batch_size: int = 32, *, use_float=False, **options):
     """See :meth:`slidetiles.Dataset.tensorflow`."""
-    from slidetiles.loaders import make_tf_dataset
+    from slidetiles.loaders import make_tf_dataset  # imports TensorFlow: only when a tf.data pipeline is asked for
 
     sources = dataset_sources(dataset, labels, use_float)
     if not sources:
@@ -107,9 +106,6 @@ def loaders_from_artifacts(
         ...                                     fold=1, labels="label", batch_size=64, num_workers=2)  # doctest: +SKIP
         >>> for images, labels in train: ...  # doctest: +SKIP
     """
-    from slidetiles.dataset import Dataset
-    from slidetiles.splits import load_splits
-
     if framework not in ("torch", "tensorflow"):
         raise ValueError(f"framework must be 'torch' or 'tensorflow', got {framework!r}")
     dataset = Dataset.from_manifest(manifest)

@@ -18,6 +18,8 @@ Example:
     >>> loader = make_torch_loader(sources, batch_size=64, num_workers=2, labels=True)  # doctest: +SKIP
 """
 
+import importlib
+
 from slidetiles.loaders.augment import AUGMENTATIONS, Augmenter, parse_augment, standardize
 from slidetiles.loaders.sharding import ShardPlan, iter_shard, shard_range, shard_sizes
 from slidetiles.loaders.sources import (
@@ -68,8 +70,6 @@ def __getattr__(name):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'slidetiles.loaders' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

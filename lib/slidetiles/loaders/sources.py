@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 # The loader errors live in slidetiles.errors with the others; importing them from here still works.
-from slidetiles.errors import LoaderError, MissingLabelError, SourceChangedError, listing
+from slidetiles.errors import LoaderError, MissingLabelError, SourceChangedError, TFRecordIndexError, listing
+from slidetiles.io.tfrecord2idx import read_index
 
 __all__ = [
     "LabelEncoding",
@@ -130,8 +131,6 @@ class TileSource:
         Example:
             >>> sources = TileSource.from_paths(["s1.tfrecords"], labels={"s1": "tumor"})  # doctest: +SKIP
         """
-        from slidetiles.io.tfrecord2idx import read_index
-
         paths = [os.fspath(p) for p in paths]
         if slides is None:
             slides = [_slide_of(p) for p in paths]
@@ -218,9 +217,6 @@ def check_sources(sources: Sequence[TileSource], *, create_index: bool = False) 
         SourceChangedError: files missing, without an index (and ``create_index`` False), or whose record
             count differs from ``n_records``.
     """
-    from slidetiles.errors import TFRecordIndexError
-    from slidetiles.io.tfrecord2idx import read_index
-
     missing, changed, problems = [], [], []
     for source in sources:
         if source.n_tiles == 0:

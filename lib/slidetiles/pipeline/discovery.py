@@ -6,14 +6,17 @@ tiles), sorted so the DAG is the same on every machine.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
 
 from slidetiles.dataset import tile_label
+from slidetiles.dataset.extraction import SLIDE_EXTENSIONS
+from slidetiles.demo import demo_slide_files
 # ConfigError lives in slidetiles.errors with the others; importing it from here still works.
-from slidetiles.errors import ConfigError
-from slidetiles.io.tiles import check_name
+from slidetiles.errors import ConfigError, SplitError
+from slidetiles.io.tiles import TILE_EXTENSIONS, check_name
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +77,6 @@ def _slide_folders(tiles_dir: str, source: str) -> list[str]:
 
 
 def _has_tiles(folder: str) -> bool:
-    from slidetiles.io.tiles import TILE_EXTENSIONS
-
     with os.scandir(folder) as entries:
         return any(os.path.splitext(e.name)[1].lower() in TILE_EXTENSIONS for e in entries)
 
@@ -145,8 +146,6 @@ class ExtractJob:
 
 
 def _slide_files(folder: str, source: str) -> list[str]:
-    from slidetiles.dataset.extraction import SLIDE_EXTENSIONS
-
     try:
         with os.scandir(folder) as entries:
             return sorted(
@@ -207,8 +206,6 @@ def plan_extractions(config: dict, tile_jobs: list[SlideJob] = ()) -> list[Extra
         out_dir = os.path.join(os.path.normpath(spec["tfrecords"]), label)
         if source == demo:
             # Written by the workflow's demo rules: the names are known before the files exist.
-            from slidetiles.demo import demo_slide_files
-
             files = demo_slide_files(int(config["demo"].get("n_slides", 30)))
         else:
             files = _slide_files(folder, source)
@@ -272,8 +269,6 @@ def extract_job_argument(job: ExtractJob, settings: dict) -> str:
     >>> extract_job_argument(job, {"tile_px": 299})[:60]
     '{"job":{"index":"t/s1.index.npz","mpp":null,"path":"slides/'
     """
-    import json
-
     fields = {key: getattr(job, key) for key in ("source", "slide", "path", "roi", "roi_dir", "mpp", "tfrecord", "index",
                                                  "report", "thumbnail")}
     return json.dumps({"job": fields, **settings}, sort_keys=True, separators=(",", ":"))
@@ -294,8 +289,6 @@ def lost_extractions(jobs: list[ExtractJob]) -> list[str]:
     does not see one deleted later. Costs one ``scandir`` per report folder and per TFRecord folder, and reads
     only the reports of slides without a TFRecord (those skipped, and those lost).
     """
-    import json
-
     listed: dict[str, set[str]] = {}
 
     def present(path: str) -> bool:
@@ -351,8 +344,8 @@ def check_config(config: dict) -> None:
         if spec["dataset"] not in config["datasets"]:
             raise ConfigError(f"{where}.dataset: {spec['dataset']!r} is not a dataset (datasets: {', '.join(datasets)})")
         # The split spec fills the defaults and checks the plan (the schema only checks types); it also says which
-        # old key names (k, site_column) a plan still uses.
-        from slidetiles.errors import SplitError
+        # old key names (k, site_column) a plan still uses. Imported here: every cluster job parses the Snakefile,
+        # and only configs with splits should pay for importing the split planners.
         from slidetiles.splits.spec import SplitSpec
 
         try:

@@ -23,6 +23,8 @@ import urllib.parse
 import numpy as np
 import pandas as pd
 
+from slidetiles.io.writer import atomic_write
+
 #: Rows of the tiles-per-slide table shown on the page; the rest are in the linked TSV only.
 MAX_TABLE_ROWS = 200
 #: Removal reasons in the order the filters apply (ROI, QC, background, max_tiles); others follow, sorted.
@@ -125,8 +127,6 @@ def extraction_table(reports: list[str]) -> pd.DataFrame:
 
 def write_extraction_table(table: pd.DataFrame, path: str) -> None:
     """``table`` (:func:`extraction_table`) as a tab-separated file, written atomically."""
-    from slidetiles.io.writer import atomic_write
-
     with atomic_write(path, "w") as f:
         table.to_csv(f, sep="\t", index=False, lineterminator="\n")
 

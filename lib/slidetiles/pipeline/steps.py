@@ -8,11 +8,16 @@ in the log and on stderr, and exit status 1: never a bare traceback as the only 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import warnings
 
-from slidetiles.errors import SlidetilesError
+from slidetiles.errors import MissingMPPError, ROIError, SlideError, SlidetilesError
+
+# Each step imports the rest of the library inside its function: a job runs one step, and a per-slide job must not
+# pay for pandas, matplotlib, the slide readers or protobuf that only other rules use.
 
 log = logging.getLogger("slidetiles.pipeline")
 
@@ -126,10 +131,6 @@ def extract_slide(
         ...               tile_um=302, extraction={}, on_bad_input="skip",
         ...               thumbnail="results/extraction/S/s1.png")  # doctest: +SKIP
     """
-    import json
-    import warnings
-
-    from slidetiles.errors import MissingMPPError, ROIError, SlideError
     from slidetiles.slides.extract import EmptySlideWarning
     from slidetiles.slides.wsi import WSI
 
@@ -195,7 +196,6 @@ def extract_slide(
 
 def _draw_thumbnail(path: str, wsi, result, slide_path: str, note: str | None) -> None:
     """The extraction drawn on the slide, or ``note`` (why there is none) over its plain thumbnail if it opens."""
-    from slidetiles.errors import SlideError
     from slidetiles.slides import preview
 
     if wsi is not None and result is not None:
@@ -282,8 +282,6 @@ def build_manifest(
 
 def _check_extracted(reports) -> None:
     """A TFRecord or index that an extraction report says was written must still be there."""
-    import json
-
     for report in reports:
         with open(report) as f:
             record = json.load(f)

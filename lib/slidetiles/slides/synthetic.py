@@ -721,6 +721,7 @@ def write_synthetic_slide(
         >>> import openslide; openslide.OpenSlide(slide.path).properties["openslide.mpp-x"]  # doctest: +SKIP
         '0.25'
     """
+    # Only when writing: tifffile is a large import, and slidetiles.io (the writer) pulls in protobuf.
     import tifffile
 
     from slidetiles.io.writer import atomic_write
@@ -825,7 +826,7 @@ def _write_thumbnail(tw, scene: Scene, width: int, height: int, tile: int, quali
 
 
 def _ome_xml(name: str, width: int, height: int, mpp: float, magnification: float) -> str:
-    from xml.sax.saxutils import quoteattr
+    from xml.sax.saxutils import quoteattr  # here: it imports urllib.request, ssl and email, for one function
 
     # Written by hand rather than by tifffile's OME writer, which has no Instrument/Objective (magnification).
     return (

@@ -16,7 +16,7 @@ import random
 
 import numpy as np
 
-from slidetiles.errors import MagnificationError, MissingMPPError, SlideError, SlideTooSmallError
+from slidetiles.errors import MagnificationError, MissingMPPError, MissingROIError, SlideError, SlideTooSmallError
 from slidetiles.slides import grid
 from slidetiles.slides.reader import open_slide
 
@@ -256,8 +256,6 @@ class WSI:
         )
 
     def _missing_roi(self):
-        from slidetiles.errors import MissingROIError
-
         raise MissingROIError(
             f"roi_method={self.roi_method!r} needs an ROI for slide {self.name}, and none was found; "
             "give rois=[...] or roi_dir=..., or use roi_method='auto'",
