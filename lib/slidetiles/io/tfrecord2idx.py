@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slidetiles.errors import InvalidExampleError, StaleIndexError, TFRecordIndexError
+from slidetiles.io import fastscan
 from slidetiles.io.example import WireError, scan_locations
 from slidetiles.io.framing import FRAME_OVERHEAD, check_regular, scan_frames
 from slidetiles.io.writer import atomic_write
@@ -98,8 +99,6 @@ def build_index(tfrecord: str | os.PathLike, *, verify: bool = True) -> TFRecord
     (:mod:`slidetiles.io.fastscan`) does this when it is compiled, with the same results and errors as the loop
     below, which serves otherwise (and under ``SLIDETILES_PURE_PYTHON=1``).
     """
-    from slidetiles.io import fastscan
-
     path = os.fspath(tfrecord)
     stat = check_regular(path)
     if fastscan.available(verify):

@@ -74,8 +74,10 @@ from slidetiles.loaders.augment import (
     _standardize_method,
     gaussian_kernel,
 )
+from slidetiles.loaders.batch_workers import BatchSpec, BatchWorkers
 from slidetiles.loaders.sharding import IndexCache, ShardPlan, epoch_rngs, iter_shard, resolve_seed, skip_handler
 from slidetiles.loaders.sources import LoaderError, TileSource, check_sources, encode_labels
+from slidetiles.tfrecord.loaders import tfrecord_loader
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,6 @@ class LoaderStats:
 
 def _probe_shape(sources: Sequence[TileSource]) -> tuple[int, int, int] | None:
     """Tile shape from the first record of the first source with tiles, so batches get a static shape."""
-    from slidetiles.tfrecord.loaders import tfrecord_loader
-
     for source in sources:
         if source.n_tiles:
             record = next(iter(tfrecord_loader(source.path, None, clip=1)), None)
@@ -408,8 +408,6 @@ def _worker_dataset(
     ``from_generator`` takes each batch's numpy view of the shared buffer without copying it; the buffer is
     recycled once TensorFlow drops the last tensor over it (see :mod:`slidetiles.loaders.batch_workers`).
     """
-    from slidetiles.loaders.batch_workers import BatchSpec, BatchWorkers
-
     block = _WORKER_BLOCK if batch_size is None else int(batch_size)
     spec = BatchSpec(
         sources=sources,
