@@ -11,6 +11,11 @@ from concurrent.futures import ProcessPoolExecutor
 from tqdm import tqdm
 
 from slidetiles.errors import SlidetilesError
+from slidetiles.io import tfrecord2idx
+from slidetiles.io.reader import verify_tfrecord
+from slidetiles.io.text_index import create_text_index
+from slidetiles.io.tiles import DEFAULT_COORD_PATTERN, write_tfrecords_multi, write_tfrecords_single
+from slidetiles.tfrecord import TFRecord
 
 TFRECORD_SUFFIXES = (".tfrecords", ".tfrecord")
 
@@ -49,13 +54,9 @@ def _pool_map(function, items: list, jobs: int, description: str):
 
 # -- index -----------------------------------------------------------------------------------------------------------
 def _index_one(args: tuple[str, bool, str]) -> tuple[str, str | None]:
-    from slidetiles.io import tfrecord2idx
-
     path, force, fmt = args
     try:
         if fmt == "text":
-            from slidetiles.io.text_index import create_text_index
-
             create_text_index(path)
         elif force:
             tfrecord2idx.create_index(path)
@@ -79,8 +80,6 @@ def cmd_index(ns) -> int:
 
 # -- verify ----------------------------------------------------------------------------------------------------------
 def _verify_one(path: str):
-    from slidetiles.io.reader import verify_tfrecord
-
     return verify_tfrecord(path)
 
 
@@ -103,8 +102,6 @@ def cmd_verify(ns) -> int:
 
 # -- inspect ---------------------------------------------------------------------------------------------------------
 def cmd_inspect(ns) -> int:
-    from slidetiles.tfrecord import TFRecord
-
     tfr = TFRecord(ns.file, create_index=not ns.no_index)
     locations = tfr.locations
     print(f"file:         {tfr.path}")
@@ -125,8 +122,6 @@ def cmd_inspect(ns) -> int:
 
 # -- write -----------------------------------------------------------------------------------------------------------
 def cmd_write(ns) -> int:
-    from slidetiles.io.tiles import DEFAULT_COORD_PATTERN, write_tfrecords_multi, write_tfrecords_single
-
     pattern = None if ns.no_locations else (ns.coord_pattern or DEFAULT_COORD_PATTERN)
     options = dict(coord_pattern=pattern, check_images=not ns.no_check)
     if ns.slide:
