@@ -38,6 +38,7 @@ run: install
 	@echo "Results:  results/report.html (open in a browser)"
 	@echo "          results/manifests/<dataset>.json, results/splits/<plan>.json (+ .png/.svg plots)"
 	@echo "          results/tfrecords/<source>/<label>/<slide>.tfrecords (+ .index.npz)"
+	@echo "          results/extraction/<source>/<slide>.png (each slide's kept and removed tiles), .json"
 	@echo "Logs:     logs/<rule>/...   Timings: results/benchmarks/<rule>/..."
 
 test: install
