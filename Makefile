@@ -9,7 +9,7 @@ TORCH_SPEC      ?= torch==2.13.0
 TENSORFLOW_SPEC ?= tensorflow-cpu>=2.16
 SLIDEFLOW_SPEC  ?= slideflow==3.0.2
 # One worker per CPU, each test file on one worker (module-scoped fixtures such as the demo run are built once):
-# 5.5 min instead of 13.7 on 2 cores. PYTEST_ARGS= runs it in one process.
+# 8.2 min instead of 13.7 for .ci/run on 2 cores. PYTEST_ARGS= runs it in one process.
 PYTEST_ARGS     ?= -n auto --dist loadfile
 
 .PHONY: run test install bench lint clean help
