@@ -81,6 +81,25 @@ def _has_tiles(folder: str) -> bool:
         return any(os.path.splitext(e.name)[1].lower() in TILE_EXTENSIONS for e in entries)
 
 
+def _usable_name(slide: str, key: str, what: str, skip: bool) -> bool:
+    """Whether ``slide`` can name files; if not, a ConfigError under ``key``, or (``skip``) a warning and False."""
+    try:
+        check_name(slide)
+    except ValueError as exc:
+        if not skip:
+            raise ConfigError(f"{key}: {exc}") from None
+        log.warning("skipping %s: %s", what, exc)
+        return False
+    return True
+
+
+def _claim(seen: dict[str, str], slide: str, source: str) -> None:
+    """Record that ``source`` has ``slide``; a name already claimed by another source is a ConfigError."""
+    if slide in seen:
+        raise ConfigError(f"slide {slide!r} is in two sources ({seen[slide]} and {source}); slide names must be unique")
+    seen[slide] = source
+
+
 def plan_slides(config: dict) -> list[SlideJob]:
     """Every (source, slide) whose TFRecord the workflow builds, in a stable order.
 
@@ -102,22 +121,13 @@ def plan_slides(config: dict) -> list[SlideJob]:
         out_dir = os.path.join(os.path.normpath(spec["tfrecords"]), label)
         slides = _slide_folders(tiles_dir, source)
         for slide in slides:
-            try:
-                check_name(slide)
-            except ValueError as exc:
-                if not skip:
-                    raise ConfigError(f"sources.{source}: {exc}") from None
-                log.warning("skipping slide folder %r of source %s: %s", slide, source, exc)
+            if not _usable_name(slide, f"sources.{source}", f"slide folder {slide!r} of source {source}", skip):
                 continue
             slide_dir = os.path.join(tiles_dir, slide)
             if skip and not _has_tiles(slide_dir):
                 log.warning("skipping %s: no tile images in the slide folder", slide_dir)
                 continue
-            if slide in seen:
-                raise ConfigError(
-                    f"slide {slide!r} is in two sources ({seen[slide]} and {source}); slide names must be unique"
-                )
-            seen[slide] = source
+            _claim(seen, slide, source)
             tfrecord = os.path.join(out_dir, f"{slide}.tfrecords")
             jobs.append(
                 SlideJob(source, slide, slide_dir, tfrecord, os.path.join(out_dir, f"{slide}.index.npz"))
@@ -231,18 +241,10 @@ def plan_extractions(config: dict, tile_jobs: list[SlideJob] = ()) -> list[Extra
                 "(keys are slide names: file names without their extension)"
             )
         for slide, file in by_name.items():
-            try:
-                check_name(slide)
-            except ValueError as exc:
-                if not skip:
-                    raise ConfigError(f"sources.{source}.slides: {file!r}: {exc}") from None
-                log.warning("skipping slide file %r of source %s: %s", file, source, exc)
+            if not _usable_name(slide, f"sources.{source}.slides: {file!r}", f"slide file {file!r} of source {source}",
+                                skip):
                 continue
-            if slide in seen:
-                raise ConfigError(
-                    f"slide {slide!r} is in two sources ({seen[slide]} and {source}); slide names must be unique"
-                )
-            seen[slide] = source
+            _claim(seen, slide, source)
             mpp = overrides.get(slide, spec.get("mpp"))
             jobs.append(
                 ExtractJob(
