@@ -391,7 +391,7 @@ def test_preserved_site_entry_and_errors(tmp_path):
 
 
 def test_preserved_site_refuses_an_empty_fold(monkeypatch):
-    import slidetiles.splits.preserved_site as solver
+    import slidetiles.splits.strategies as strategies
 
     class Lazy:
         assignment, objective, bound, gap, proved_optimal, seconds, method, stopped_by_time = (
@@ -402,7 +402,7 @@ def test_preserved_site_refuses_an_empty_fold(monkeypatch):
         result.assignment = (0,) * len(counts)
         return result
 
-    monkeypatch.setattr(solver, "solve_preserved_site", all_in_one_fold)
+    monkeypatch.setattr(strategies, "solve_preserved_site", all_in_one_fold)
     table = patient_table(make_cohort(12, n_sites=4), labels="subtype", site_column="site")
     with pytest.raises(SplitError, match="leaves fold\\(s\\) 2, 3 empty"):
         preserved_site_partition(table, 3)

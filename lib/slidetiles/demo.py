@@ -44,7 +44,7 @@ _LABELS = ("tumor", "normal")
 @functools.cache
 def _source():
     """The IHC photograph as a loaded RGB Pillow image (read once per process)."""
-    from PIL import Image
+    from PIL import Image  # imported on use, as below: the workflow imports this module while parsing
 
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
@@ -135,7 +135,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _annotations(rng: np.random.Generator, n_slides: int, n_sites: int):
-    import pandas as pd
+    import pandas as pd  # heavy (~0.5 s); only the annotations job needs it
 
     # Slides of one patient share its site and label, as in real cohorts; about a third of the patients
     # have two slides so that patient-level splitting matters.
@@ -269,7 +269,7 @@ def write_demo_slide(out_dir: str | os.PathLike, file: str, *, seed: int = 0):
     Returns:
         The :class:`slidetiles.slides.synthetic.SyntheticSlide` written (with its ground-truth masks).
     """
-    from slidetiles.slides.synthetic import write_synthetic_slide
+    from slidetiles.slides.synthetic import write_synthetic_slide  # scipy, tifffile: only demo_slide jobs need them
 
     stem = file.split(".")[0]
     if not stem.startswith("slide_") or not stem[6:].isdigit():

@@ -1,23 +1,10 @@
 """Tile images: format detection, decoding to uint8 RGB arrays, cheap validation, lossless PNG conversion.
 
-Decoder choice (``benchmarks/bench_decode.py`` on this project's build machine: 500 demo tiles, 299 px,
-~25 KiB JPEGs / ~157 KiB PNGs, median of 7 runs, one pinned core, tiles per second)::
-
-    JPEG  simplejpeg 1.9 (libjpeg-turbo)      3,315   1.37x Pillow   pixel-identical to Pillow
-          OpenCV 5.0 imdecode (headless)      3,144   1.30x          pixel-identical
-          Pillow 13                           2,421   1.00x
-          tf.io.decode_jpeg (eager)           2,402   0.99x          default IDCT differs by up to 5 levels
-          simplejpeg fastdct+fastupsample     3,667   1.51x          differs by up to 19 levels: not used
-          PyTurboJPEG 2.6                         -                  needs libjpeg-turbo >= 3.0; none here
-    PNG   Pillow                                417   1.00x
-          OpenCV imdecode                       434   1.04x
-          tf.io.decode_png (eager)              462   1.11x          (but importing TensorFlow costs seconds)
-
-So JPEGs go through simplejpeg (already a dependency; it bundles libjpeg-turbo, accurate IDCT, the same pixels
-as Pillow), falling back to Pillow for the JPEGs it rejects, and PNGs through Pillow.
-OpenCV is a little slower for JPEG (0.9-1.3x Pillow across runs) and a 50 MB dependency. For PNG, OpenCV and
-TensorFlow measured 4-24% faster than Pillow across runs (noisy on a shared 2-core machine): not worth a new
-dependency or a TensorFlow import in every data-loader worker.
+Decoders were chosen by measurement (``benchmarks/bench_decode.py``; figures in the README's Performance
+section): JPEGs go through simplejpeg (already a dependency; it bundles libjpeg-turbo with the accurate IDCT and
+gives Pillow's pixels, faster), falling back to Pillow for the JPEGs it rejects; PNGs go through Pillow.
+OpenCV and TensorFlow were not faster by enough to justify a 50 MB dependency or a TensorFlow import in every
+data-loader worker.
 
 torch and tensorflow are imported only when a tensor of theirs is asked for.
 """
@@ -29,6 +16,7 @@ import os
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import TileImageError
 
@@ -89,8 +77,6 @@ def _pil_to_rgb(im) -> np.ndarray:
 
 
 def _decode_pillow(buf, name: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(buf)) as im:
             im.load()
@@ -156,14 +142,14 @@ def _decode_as(data, format: str, device, name: str) -> Any:
         return _decode_numpy(data, name)
     if format == "torch":
         try:
-            import torch
+            import torch  # optional and heavy: only for format='torch'
         except ImportError as e:
             raise ImportError("decode_image(format='torch') needs PyTorch: pip install torch") from e
         tensor = torch.from_numpy(_decode_numpy(data, name))
         return tensor if device is None else tensor.to(device)
     if format in ("tf", "tensorflow"):
         try:
-            import tensorflow as tf
+            import tensorflow as tf  # optional and heavy (seconds): only for format='tf'
         except ImportError as e:
             raise ImportError("decode_image(format='tf') needs TensorFlow: pip install tensorflow") from e
         array = _decode_numpy(data, name)
@@ -236,8 +222,6 @@ def check_image(data, name: str, *, full: bool = False) -> str:
         if not _jpeg_has_end(raw):
             raise TileImageError(name, "JPEG has no end-of-image marker: the file is truncated")
     else:
-        from PIL import Image
-
         try:
             with Image.open(io.BytesIO(buf)) as im:
                 im.verify()
@@ -279,8 +263,6 @@ def to_lossless_png(path: str | os.PathLike) -> bytes:
         FileNotFoundError: no such file.
         TileImageError: not an image, unreadable, or not storable as PNG (naming the path).
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = os.fspath(path)
     try:
         with Image.open(path) as im:

@@ -37,6 +37,7 @@ def _png_data_uri(path: str) -> str:
 
 
 def _pyplot():
+    # matplotlib is heavy (~0.4 s): only the report job imports it, and must pick the Agg backend first.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import pyvips
 
 from slidetiles.io.tfrecord2idx import save_index
 from slidetiles.io.writer import TFRecordWriter, atomic_write
@@ -146,8 +147,6 @@ def read_tiles(wsi, corners: np.ndarray, run_tiles: int = 0) -> np.ndarray:
         >>> read_tiles(wsi, wsi.kept_corners()[:4]).shape  # doctest: +SKIP
         (4, 299, 299, 3)
     """
-    import pyvips
-
     size = wsi.size
     n, px = size.extract_px, size.tile_px
     corners = np.asarray(corners, np.int64).reshape(-1, 2)
@@ -294,8 +293,6 @@ def extract_tiles(
 def _no_vips_cache():
     """libvips' operation cache off while extracting: every crop is new, so it never hits, and what it holds
     (up to 100 MB of pixels by default) would make the peak memory grow with the number of tiles."""
-    import pyvips
-
     previous = pyvips.cache_get_max()
     pyvips.cache_set_max(0)
     try:

@@ -18,9 +18,16 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from slidetiles.errors import SlideError
+from slidetiles.io.writer import atomic_write
+from slidetiles.slides import grid
+from slidetiles.slides.reader import open_slide
 
 #: RGB of the kept tiles and of each removal reason (Okabe-Ito colours, told apart with colour-vision deficiency).
 COLOURS = {
@@ -56,8 +63,6 @@ def draw_extraction(wsi, report, path: str | os.PathLike | None = None, *, width
     Example:
         >>> image = draw_extraction(wsi, wsi.extract_tiles(dry_run=True), "preview.png", width=1024)  # doctest: +SKIP
     """
-    from PIL import Image, ImageDraw
-
     thumb = wsi.thumb(width=width).convert("RGB")
     w0, h0 = wsi.dimensions
     scale = (thumb.width / w0, thumb.height / h0)
@@ -94,8 +99,6 @@ def draw_note(path: str | os.PathLike | None, text: str, *, slide_path: str | os
         >>> draw_note("damaged.png", "cannot open damaged.svs", slide_path="damaged.svs").width  # doctest: +SKIP
         512
     """
-    from PIL import Image
-
     slide = None
     if slide_path is not None:
         slide = _plain_thumbnail(slide_path, width)
@@ -110,12 +113,6 @@ def draw_note(path: str | os.PathLike | None, text: str, *, slide_path: str | os
 def save_png(image, path: str | os.PathLike) -> None:
     """``image`` as a palette PNG at ``path``, written atomically, with no metadata (the same picture, the same
     bytes)."""
-    import io
-
-    from PIL import Image
-
-    from slidetiles.io.writer import atomic_write
-
     buffer = io.BytesIO()
     image.convert("RGB").quantize(PNG_COLOURS, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG")
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
@@ -141,12 +138,6 @@ def _boxes(centres: np.ndarray, side: int, scale) -> np.ndarray:
 
 def _plain_thumbnail(slide_path, width: int):
     """The slide's thumbnail ``width`` pixels wide, or None when the file cannot be read as a slide."""
-    from PIL import Image
-
-    from slidetiles.errors import SlideError
-    from slidetiles.slides import grid
-    from slidetiles.slides.reader import open_slide
-
     try:
         with open_slide(slide_path) as reader:
             w0, _ = reader.dimensions
@@ -160,8 +151,6 @@ def _plain_thumbnail(slide_path, width: int):
 
 
 def _font():
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=12)
     except (TypeError, ImportError, OSError):  # a Pillow without FreeType: its small bitmap font
@@ -170,8 +159,6 @@ def _font():
 
 def _with_legend(slide, title: str | None, entries: list, note: str | None):
     """``slide`` above a white strip: ``title``, then ``entries`` (colour, label) flowing in rows, then ``note``."""
-    from PIL import Image, ImageDraw
-
     font = _font()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     width = slide.width

@@ -28,6 +28,9 @@ import struct
 import threading
 
 import numpy as np
+import openslide
+import pyvips
+import tifffile
 
 from slidetiles.errors import SlideFormatError
 from slidetiles.slides import mpp as mpp_sources
@@ -82,14 +85,10 @@ class SlideReader:
 
     def read_vips(self, level: int, x: int, y: int, width: int, height: int):
         """The same region as a ``pyvips.Image`` (for resizing in libvips without a round trip through numpy)."""
-        import pyvips
-
         return pyvips.Image.new_from_array(self.read(level, x, y, width, height), interpretation="srgb")
 
     def to_array(self, image, what: str) -> np.ndarray:
         """Pixels of a ``pyvips.Image`` made from this slide; a read failure names the slide and ``what``."""
-        import pyvips
-
         try:
             data = image.write_to_memory()
         except pyvips.Error as exc:
@@ -119,8 +118,6 @@ class VipsTiffReader(SlideReader):
     backend = "libvips"
 
     def __init__(self, path: str, tif):
-        import pyvips
-
         self.path = path
         series = tif.series[0]
         page0 = series.levels[0].keyframe
@@ -234,8 +231,6 @@ class OpenSlideReader(SlideReader):
     backend = "openslide"
 
     def __init__(self, path: str):
-        import openslide
-
         self.path = path
         try:
             self._slide = openslide.OpenSlide(path)
@@ -273,8 +268,6 @@ def open_slide(path: str | os.PathLike) -> SlideReader:
         >>> open_slide("slides/s1.svs").level_dimensions  # doctest: +SKIP
         ((24000, 18000), (6000, 4500), (1500, 1125))
     """
-    import tifffile
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SlideFormatError(path, "no such slide file (check the path and the source's slides folder)")
@@ -294,8 +287,6 @@ def open_slide(path: str | os.PathLike) -> SlideReader:
         tiff_problem = f"not a readable TIFF: {exc}"
     except (OSError, ValueError, IndexError, KeyError, struct.error) as exc:
         tiff_problem = f"damaged TIFF: {exc}"
-    import openslide
-
     if openslide.OpenSlide.detect_format(path) is None:
         raise SlideFormatError(
             path,

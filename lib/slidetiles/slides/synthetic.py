@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 KINDS = ("aperio", "ome", "plain")
 #: The microns per pixel the IHC photograph is taken to have: the demo tiles assume the same 20x scan.
@@ -301,7 +303,7 @@ class Scene:
         # Ink is laid down unevenly: its density follows the glass noise pattern a little.
         layer = cover.astype(np.float32) * np.float32(1 / 9) * (np.float32(INK_DENSITY) + np.float32(0.05) * grain)
         if r:
-            import scipy.ndimage
+            import scipy.ndimage  # heavy (~0.5 s) and only for pen strokes with a blurred edge
 
             layer = scipy.ndimage.gaussian_filter(layer, sigma, mode="constant", truncate=4.0)
         return layer[r : r + height, r : r + width]
@@ -399,10 +401,6 @@ def _texture_period(mpp: float, d: float) -> int:
 @functools.cache
 def _mirrored_source() -> np.ndarray:
     """The IHC photograph mirrored into a seamless 1024 x 1024 period."""
-    import importlib.util
-
-    from PIL import Image
-
     # The file skimage.data.immunohistochemistry() loads, read without importing skimage.data (~1 s).
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
@@ -416,11 +414,9 @@ def _mirrored_source() -> np.ndarray:
 @functools.lru_cache(maxsize=2)
 def _texture(period: int, sigma: float) -> np.ndarray:
     """The mirrored photograph resampled to ``period`` px, optionally blurred by ``sigma`` px of that size."""
-    from PIL import Image
-
     src = _mirrored_source()
     if sigma > 0:
-        import scipy.fft
+        import scipy.fft  # heavy (~0.5 s) and only for blurred textures
 
         # Blurred at the photograph's own 1024-px period whatever the level: a blurred image has nothing left
         # that resampling could lose, and the FFTs stay small (level 0 of a 0.25-um slide would need ~100 MB).

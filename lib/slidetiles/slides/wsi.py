@@ -15,9 +15,13 @@ import os
 import random
 
 import numpy as np
+from PIL import Image
 
 from slidetiles.errors import MagnificationError, MissingMPPError, MissingROIError, SlideError, SlideTooSmallError
 from slidetiles.slides import grid
+from slidetiles.slides import qc as qc_module  # `qc` and `roi` are also WSI's method and argument names
+from slidetiles.slides import roi as roi_module
+from slidetiles.slides.extract import extract_tiles
 from slidetiles.slides.reader import open_slide
 
 log = logging.getLogger(__name__)
@@ -234,8 +238,6 @@ class WSI:
             if self.roi_method in ("inside", "outside"):
                 self._missing_roi()
             return
-        from slidetiles.slides import roi as roi_module
-
         found = []
         if roi_dir is not None:
             path = roi_module.find_roi_file(self.name, roi_dir)
@@ -269,8 +271,6 @@ class WSI:
             >>> wsi.thumb(width=1024).size  # doctest: +SKIP
             (1024, 768)
         """
-        from PIL import Image
-
         return Image.fromarray(self._thumbnail_array(mpp, width)[0])
 
     thumbnail = thumb
@@ -304,8 +304,6 @@ class WSI:
             >>> wsi.qc("both"); wsi.estimated_num_tiles  # doctest: +SKIP
             380
         """
-        from slidetiles.slides import qc as qc_module
-
         if method is None:
             self._keep["qc"] = np.ones(len(self._corners), bool)
             return None
@@ -337,8 +335,6 @@ class WSI:
             >>> wsi.extract_tiles(tfrecord_dir="out/299px_302um", qc="otsu").tfrecord  # doctest: +SKIP
             'out/299px_302um/s1.tfrecords'
         """
-        from slidetiles.slides.extract import extract_tiles
-
         qc = kwargs.pop("qc", None)
         if qc is not None:
             self.qc(qc)

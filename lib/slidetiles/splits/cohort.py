@@ -14,10 +14,8 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from slidetiles.errors import SplitError, listing
+from slidetiles.splits.spec import canonical_model_type
 
-MODEL_TYPES = ("categorical", "linear")
-#: Slideflow 3's names for the model types, accepted wherever a model type is.
-MODEL_TYPE_ALIASES = {"classification": "categorical", "regression": "linear"}
 
 
 class SplitWarning(UserWarning):
@@ -52,24 +50,6 @@ def is_blank(value) -> bool:
     except (TypeError, ValueError):
         pass
     return isinstance(value, str) and value in ("", " ")
-
-
-def canonical_model_type(model_type) -> str:
-    """``'categorical'`` or ``'linear'``, accepting Slideflow 3's ``'classification'`` and ``'regression'``.
-
-    >>> canonical_model_type("regression")
-    'linear'
-    """
-    if isinstance(model_type, str):
-        model_type = MODEL_TYPE_ALIASES.get(model_type, model_type)
-    _check_model_type(model_type)
-    return model_type
-
-
-def _check_model_type(model_type: str) -> None:
-    if model_type not in MODEL_TYPES:
-        raise SplitError(f"unknown model_type {model_type!r}: use 'categorical' (Slideflow 3: 'classification') or "
-                         f"'linear' ('regression')")
 
 
 def _slide_labels(df: pd.DataFrame, labels, model_type: str) -> list:
@@ -245,14 +225,14 @@ def label_values(table: pd.DataFrame) -> list:
     return sorted(values)
 
 
-def _json_value(value):
+def json_value(value):
     """``value`` as plain JSON types (NumPy scalars to Python, tuples to lists); other objects as their str."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return _json_value(value.item())
+        return json_value(value.item())
     if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     return str(value)
 
 
@@ -323,7 +303,7 @@ def slideflow_outcomes(slides_df: pd.DataFrame, table: pd.DataFrame, labels, mod
         return {p: p for p in patients}
     first = {p: slides[0] for p, slides in zip(patients, table["slides"])}
     if isinstance(labels, Mapping):
-        return {p: _json_value(labels[first[p]]) for p in patients}
+        return {p: json_value(labels[first[p]]) for p in patients}
     if model_type == "linear":
         return {p: [float(v)] for p, v in zip(patients, table["label"])}
     if categories is None:

@@ -19,7 +19,7 @@ _METADATA = {
 
 
 def _colors(n: int) -> list:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # heavy (~0.4 s): imported only when a plot is drawn
 
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
@@ -80,6 +80,7 @@ def plot_split_composition(plan, path: str | os.PathLike, *, title: str | None =
         >>> plot_split_composition(plan, "report/split.svg")  # doctest: +SKIP
         'report/split.svg'
     """
+    # matplotlib is heavy (~0.4 s): imported only when a plot is drawn, not with slidetiles.splits.
     from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

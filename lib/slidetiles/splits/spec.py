@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 #: Every strategy :func:`~slidetiles.splits.plan_split` knows, Slideflow's names.
 STRATEGIES = ("k-fold", "k-fold-preserved-site", "k-fold-manual", "fixed", "bootstrap", "none")
 
+#: Model types, Slideflow 2's names.
+MODEL_TYPES = ("categorical", "linear")
+#: Slideflow 3's names for the model types, accepted wherever a model type is.
+MODEL_TYPE_ALIASES = {"classification": "categorical", "regression": "linear"}
+
 #: Config keys of earlier releases and the name that replaced each.
 DEPRECATED_KEYS = {"k": "k_fold", "site_column": "site_labels"}
 
@@ -78,6 +83,25 @@ def check_k_fold(k_fold, minimum: int, name: str = "k_fold") -> int:
     return int(k_fold)
 
 
+def canonical_model_type(model_type) -> str:
+    """``'categorical'`` or ``'linear'``, accepting Slideflow 3's ``'classification'`` and ``'regression'``.
+
+    >>> canonical_model_type("regression")
+    'linear'
+    """
+    if isinstance(model_type, str):
+        model_type = MODEL_TYPE_ALIASES.get(model_type, model_type)
+    check_model_type(model_type)
+    return model_type
+
+
+def check_model_type(model_type: str) -> None:
+    """Raise :class:`SplitError` unless ``model_type`` is ``'categorical'`` or ``'linear'`` (no aliases)."""
+    if model_type not in MODEL_TYPES:
+        raise SplitError(f"unknown model_type {model_type!r}: use 'categorical' (Slideflow 3: 'classification') or "
+                         f"'linear' ('regression')")
+
+
 @dataclass(frozen=True)
 class SplitSpec:
     """What to split and how: every input of :func:`~slidetiles.splits.plan_split` but the data and the file.
@@ -118,8 +142,6 @@ class SplitSpec:
     time_limit: float | None = 10.0
 
     def __post_init__(self):
-        from slidetiles.splits.cohort import canonical_model_type
-
         strategy = self.strategy
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
             raise SplitError(f"unknown split strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")

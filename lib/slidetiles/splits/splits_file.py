@@ -59,8 +59,10 @@ import warnings
 
 import pandas as pd
 
-from slidetiles.errors import SplitError
-from slidetiles.splits.cohort import SplitWarning, _json_value, label_values, listing
+from slidetiles.errors import SplitError, listing
+from slidetiles.io.writer import atomic_write
+from slidetiles.splits.cohort import SplitWarning, json_value, label_values
+from slidetiles.splits.strategies import validation_count
 
 try:
     import fcntl
@@ -163,7 +165,7 @@ def default_outcomes(table: pd.DataFrame, model_type: str) -> dict[str, object]:
 
 def _outcomes(table: pd.DataFrame, model_type: str) -> dict[str, object]:
     if "outcome" in table.columns:
-        return {str(p): _json_value(v) for p, v in zip(table.index, table["outcome"])}
+        return {str(p): json_value(v) for p, v in zip(table.index, table["outcome"])}
     return default_outcomes(table, model_type)
 
 
@@ -294,10 +296,8 @@ def _sites_match(patients: dict, table: pd.DataFrame) -> bool:
 
 
 def _validation_sizes(n: int, fraction: float) -> set[int]:
-    from slidetiles.splits.strategies import _validation_count
-
     # Slideflow truncates (int(fraction * n)); slidetiles rounds half up. Either reading of the fraction will do.
-    return {int(fraction * n), _validation_count(n, fraction)}
+    return {int(fraction * n), validation_count(n, fraction)}
 
 
 def entry_validation_patients(entry: dict) -> list[list[str]]:
@@ -491,8 +491,6 @@ def locked(path: str | os.PathLike):
 
 
 def _write_atomic(path: str, text: str) -> None:
-    from slidetiles.io.writer import atomic_write
-
     # A splits file is a record kept for years, often in a shared project folder: flush it to disk and keep the
     # permissions of the file it replaces.
     with atomic_write(path, "w", fsync=True, keep_mode=True) as f:

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from slidetiles.errors import SplitError
-from slidetiles.splits.cohort import SplitWarning, _check_model_type, label_values, listing
+from slidetiles.errors import SplitError, listing
+from slidetiles.splits.cohort import SplitWarning, is_blank, label_values, natural_key
+from slidetiles.splits.preserved_site import solve_preserved_site
 # The checks shared with the split spec live there; re-exported here, where callers have long found them.
-from slidetiles.splits.spec import check_fraction, check_seed  # noqa: F401
+from slidetiles.splits.spec import check_fraction, check_model_type, check_seed  # noqa: F401
 
 _TWO_64 = 1 << 64
 
@@ -113,7 +114,7 @@ def kfold_partition(table: pd.DataFrame, k: int, seed: int = 0, model_type: str 
         >>> sorted(len(f) for f in folds), sorted(p for f in folds for p in f)
         ([2, 2], ['p1', 'p2', 'p3', 'p4'])
     """
-    _check_model_type(model_type)
+    check_model_type(model_type)
     seed = check_seed(seed)
     patients = _sorted_patients(table)
     k = _check_k(k, len(patients))
@@ -134,7 +135,12 @@ def kfold_partition(table: pd.DataFrame, k: int, seed: int = 0, model_type: str 
     return [sorted(f) for f in folds]
 
 
-def _validation_count(n: int, fraction: float) -> int:
+def validation_count(n: int, fraction: float) -> int:
+    """Patients a ``fraction`` of ``n`` sends to validation: rounded half up, at least 1, at most ``n - 1``.
+
+    >>> validation_count(100, 0.29)
+    29
+    """
     # Round half up, with a tolerance: 0.29 * 100 is 28.999999999999996 in floating point and must give 29.
     count = int(np.floor(fraction * n + 0.5 + 1e-9))
     return min(max(count, 1), n - 1)
@@ -145,7 +151,7 @@ def _draw_validation(table: pd.DataFrame, fraction: float, stream: _Stream, mode
     if len(patients) < 2:
         raise SplitError(f"too few patients for a training/validation split: {len(patients)} patient(s)")
     order = stream.shuffled(patients)
-    n_val = _validation_count(len(patients), fraction)
+    n_val = validation_count(len(patients), fraction)
     if not _stratified(table, model_type):
         return sorted(order[:n_val])
     groups = _by_label(table, order)
@@ -193,7 +199,7 @@ def fixed_partition(table: pd.DataFrame, fraction: float, seed: int = 0,
         >>> len(val), sorted(table.loc[val, "label"])
         (2, ['A', 'B'])
     """
-    _check_model_type(model_type)
+    check_model_type(model_type)
     return [_draw_validation(table, check_fraction(fraction), _Stream(check_seed(seed)), model_type)]
 
 
@@ -214,7 +220,7 @@ def bootstrap_partition(table: pd.DataFrame, fraction: float, seed: int = 0, ite
         >>> bootstrap_partition(table, 0.3, seed=0, iteration=1) == bootstrap_partition(table, 0.3, 0, 1)
         True
     """
-    _check_model_type(model_type)
+    check_model_type(model_type)
     if isinstance(iteration, bool) or not isinstance(iteration, (int, np.integer)) or iteration < 1:
         raise SplitError(f"bootstrap iteration is 1-based, got {iteration!r}")
     stream = _Stream(check_seed(seed), int(iteration))
@@ -242,8 +248,6 @@ def manual_partition(slides_df: pd.DataFrame, k_fold_header: str,
         >>> manual_partition(df, "fold")
         (['2', '10'], [['p1', 'p3'], ['p2']])
     """
-    from slidetiles.splits.cohort import is_blank, natural_key
-
     if k_fold_header is None:
         raise SplitError("strategy 'k-fold-manual' needs k_fold_header=... (the column naming each slide's fold)")
     if k_fold_header not in slides_df.columns:
@@ -335,7 +339,7 @@ def preserved_site_partition(table: pd.DataFrame, k: int, seed: int = 0, time_li
         >>> sorted(part.sites), sorted(len(f) for f in part.folds)
         (['s1', 's2', 's3', 's4'], [3, 3])
     """
-    _check_model_type(model_type)
+    check_model_type(model_type)
     seed = check_seed(seed)
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 2:
         raise SplitError(f"k-fold cross-validation needs at least 2 folds, got k_fold={k!r}")
@@ -346,8 +350,6 @@ def preserved_site_partition(table: pd.DataFrame, k: int, seed: int = 0, time_li
         raise SplitError(f"k-fold-preserved-site with k_fold={k} needs at least {k} sites, found {len(sites)} "
                          f"({listing(sites)}): every site goes wholly into one fold")
     _check_k(k, len(table))
-    from slidetiles.splits.preserved_site import solve_preserved_site
-
     solution = solve_preserved_site(counts, k, seed=seed, time_limit=time_limit, site_names=sites)
     assignment = [int(f) for f in solution.assignment]
     if len(assignment) != len(sites) or any(not 0 <= f < k for f in assignment):
