@@ -67,6 +67,21 @@ def test_write_command(tmp_path, jpeg_tiles):
     assert (tmp_path / "out" / "slideA.tfrecords").exists()
 
 
+@pytest.mark.parametrize("pattern, message", [
+    ("(", "is not a regular expression"),
+    (r"-(\d+)-(\d+)", "needs named groups (?P<x>...) and (?P<y>...)"),
+])
+def test_bad_input_is_one_line_without_a_traceback(tmp_path, jpeg_tiles, pattern, message):
+    slide = tmp_path / "tiles" / "slideA"
+    slide.mkdir(parents=True)
+    (slide / "slideA-0-5.jpg").write_bytes(jpeg_tiles[0])
+    result = run("write", str(tmp_path / "tiles"), str(tmp_path / "out"), f"--coord-pattern={pattern}")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "slideA.tfrecords").exists()
+
+
 # Run in a child process: the tfrecord package and Slideflow both register a generated "example.proto" in
 # protobuf's default pool, so they cannot be imported into one process (the Slideflow tests load Slideflow).
 _TFRECORD_PACKAGE_READ = """

@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         return ns.run(ns)
-    except (SlidetilesError, OSError, ValueError, KeyError) as exc:
+    except (SlidetilesError, OSError) as exc:
+        # Bad input or a file problem: one line naming it. Anything else is a bug and keeps its traceback.
         print(f"slidetiles {ns.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -204,6 +204,14 @@ class ConfigError(SlidetilesError, ValueError):
     """A configuration problem found while planning or running the workflow; the message names the key."""
 
 
+class SlideNameError(SlidetilesError, ValueError):
+    """A slide or file name that cannot be used as a file name (it would escape its folder or break patterns)."""
+
+
+class CoordPatternError(SlidetilesError, ValueError):
+    """A ``coord_pattern`` that is not a regular expression with named groups ``x`` and ``y``."""
+
+
 class StaleManifestError(SlidetilesError, ValueError):
     """TFRecords changed or disappeared after a manifest counted their tiles.
 

@@ -6,7 +6,7 @@ import logging
 import os
 import re
 
-from slidetiles.errors import TileImageError
+from slidetiles.errors import CoordPatternError, SlideNameError, TileImageError
 from slidetiles.io.images import check_image, to_lossless_png
 from slidetiles.io.tfrecord2idx import save_index
 from slidetiles.io.writer import TFRecordWriter
@@ -34,7 +34,7 @@ def check_name(name: str, what: str = "slide name") -> str:
     and braces, which Snakemake reads as wildcards in file patterns.
     """
     if not name or name in (".", "..") or name != name.strip() or _UNSAFE_NAME.search(name):
-        raise ValueError(
+        raise SlideNameError(
             f"{what} {name!r} cannot be used as a file name: it is empty, has surrounding spaces, or contains a "
             "path separator, '..', a control character or a brace, and would escape the output folder or break "
             "file patterns. Rename the slide folder."
@@ -61,9 +61,12 @@ def list_tiles(folder: str | os.PathLike) -> list[str]:
 def _tile_locations(names: list[str], folder: str, coord_pattern: str | None) -> list[tuple[int, int]] | None:
     if coord_pattern is None:
         return None
-    pattern = re.compile(coord_pattern)
+    try:
+        pattern = re.compile(coord_pattern)
+    except re.error as exc:
+        raise CoordPatternError(f"coord_pattern {coord_pattern!r} is not a regular expression: {exc}") from None
     if not {"x", "y"} <= set(pattern.groupindex):
-        raise ValueError(f"coord_pattern {coord_pattern!r} needs named groups (?P<x>...) and (?P<y>...)")
+        raise CoordPatternError(f"coord_pattern {coord_pattern!r} needs named groups (?P<x>...) and (?P<y>...)")
     matches = [pattern.search(name) for name in names]
     matched = sum(m is not None for m in matches)
     if matched == 0:
