@@ -71,6 +71,9 @@ _CLASSES = _build_message_classes()
 Example = _CLASSES["Example"]
 Features = _CLASSES["Features"]
 Feature = _CLASSES["Feature"]
+BytesList = _CLASSES["BytesList"]
+FloatList = _CLASSES["FloatList"]
+Int64List = _CLASSES["Int64List"]
 
 #: The features of a tile record, in the order Slideflow writes them.
 TILE_FIELDS = ("image_raw", "slide", "loc_x", "loc_y")

@@ -5,13 +5,6 @@ The classes are those of :mod:`slidetiles.io.example` (wire-identical to TensorF
 ``SequenceExample`` and ``FeatureLists`` are not provided: tile TFRecords hold plain Examples.
 """
 
-from slidetiles.io.example import _CLASSES
-
-Example = _CLASSES["Example"]
-Features = _CLASSES["Features"]
-Feature = _CLASSES["Feature"]
-BytesList = _CLASSES["BytesList"]
-FloatList = _CLASSES["FloatList"]
-Int64List = _CLASSES["Int64List"]
+from slidetiles.io.example import BytesList, Example, Feature, Features, FloatList, Int64List
 
 __all__ = ["BytesList", "Example", "Feature", "Features", "FloatList", "Int64List"]
