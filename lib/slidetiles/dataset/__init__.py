@@ -5,8 +5,13 @@ Modules, one job each: :mod:`~slidetiles.dataset.sources` (datasets.json / YAML,
 :mod:`~slidetiles.dataset.annotations` (loading and validating annotations), :mod:`~slidetiles.dataset.tilecounts`
 and :mod:`~slidetiles.dataset.catalog` (TFRecords and their tile counts from index files),
 :mod:`~slidetiles.dataset.clipping` and :mod:`~slidetiles.dataset.balancing` (tiles taken and sampling weights),
-:mod:`~slidetiles.dataset.dataset` (the class), :mod:`~slidetiles.dataset.manifest` (the JSON artifact),
-:mod:`~slidetiles.dataset.project` (Slideflow project folders), :mod:`~slidetiles.dataset.summary`.
+:mod:`~slidetiles.dataset.state` (a Dataset's state as values: the data as loaded and the spec of what to retain),
+:mod:`~slidetiles.dataset.selection` (the filter engine: what a state retains), :mod:`~slidetiles.dataset.labels`
+(Slideflow's label encoding), :mod:`~slidetiles.dataset.dataset` (the class, wrapping one state),
+:mod:`~slidetiles.dataset.manifest` (a state as the JSON artifact), :mod:`~slidetiles.dataset.summary` (a state as
+text), :mod:`~slidetiles.dataset.splitting`, :mod:`~slidetiles.dataset.extraction` and
+:mod:`~slidetiles.dataset.loading` (splits, tile extraction and loaders of a Dataset),
+:mod:`~slidetiles.dataset.project` (Slideflow project folders).
 """
 
 from slidetiles.dataset.dataset import Dataset

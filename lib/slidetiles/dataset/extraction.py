@@ -15,6 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from slidetiles.dataset.labels import label_rows
 from slidetiles.errors import DatasetError, ROIError, SlideError
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def extract_dataset_tiles(
         >>> ds = slidetiles.Dataset("datasets.json", tile_px=299, tile_um=302)  # doctest: +SKIP
         >>> reports = ds.extract_tiles(qc="otsu")  # doctest: +SKIP
     """
+    # The slide readers (pyvips, OpenSlide) are heavy and only needed here: imported on use.
     from slidetiles.slides.wsi import WSI, slide_name
 
     if not dataset.tile_px or not dataset.tile_um:
@@ -79,8 +81,9 @@ def extract_dataset_tiles(
     kwargs.pop("qc_mpp", None)
     names = dataset.sources_names if source is None else ([source] if isinstance(source, str) else list(source))
     wanted = None
-    if dataset._setup.annotations is not None:
-        wanted = set(dataset._label_rows().index)
+    if dataset.state.loaded.annotations is not None:
+        # Slideflow's slide_paths(): every annotated slide passing the filters, TFRecord or not.
+        wanted = set(label_rows(dataset.state).index)
     results: dict = {}
     for name in names:
         folders = dataset.sources.get(name)

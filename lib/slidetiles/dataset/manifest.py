@@ -1,5 +1,9 @@
 """The manifest JSON: a filtered Dataset written between pipeline stages and read by the loaders.
 
+What is written and read is the Dataset's :class:`~slidetiles.dataset.state.DatasetState`:
+:func:`manifest_document` turns a state into the document, :func:`read_state` a manifest back into a state (which
+``Dataset.from_manifest`` wraps).
+
 Shape (``sort_keys=True, indent=2``; same Dataset, same bytes: no timestamps, weights as round-trip floats)::
 
     {"format": "slidetiles-manifest", "version": 1,
@@ -24,18 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
 
 from slidetiles.dataset.annotations import annotations_from_rows
-from slidetiles.dataset.balancing import BalanceSpec
 from slidetiles.dataset.catalog import Catalog, make_frame
-from slidetiles.dataset.clipping import ClipSpec
 from slidetiles.dataset.sources import parse_sources
+from slidetiles.dataset.state import DatasetState, LoadedData, SelectionSpec
 from slidetiles.errors import DatasetError, StaleManifestError, listing
 from slidetiles.io.writer import atomic_write
-
-if TYPE_CHECKING:
-    from slidetiles.dataset.dataset import Dataset
 
 FORMAT = "slidetiles-manifest"
 VERSION = 1
@@ -43,12 +42,12 @@ VERSION = 1
 SHOWN = 20
 
 
-def manifest_document(ds: "Dataset") -> dict:
-    """The manifest of ``ds`` as a JSON-ready dict."""
-    setup = ds._setup
-    sel = ds._selection()
+def manifest_document(state: DatasetState) -> dict:
+    """The manifest of ``state`` (a Dataset's :attr:`~slidetiles.Dataset.state`) as a JSON-ready dict."""
+    loaded = state.loaded
+    sel = state.selection
     table = sel.table
-    ann = setup.annotations
+    ann = loaded.annotations
     if ann is not None:
         rows = ann.frame.loc[sorted(table["slide"])]
         slides = {slide: record for slide, record in zip(rows.index, rows.to_dict("records"))}
@@ -68,16 +67,12 @@ def manifest_document(ds: "Dataset") -> dict:
     return {
         "format": FORMAT,
         "version": VERSION,
-        "tile_px": setup.tile_px,
-        "tile_um": setup.tile_um,
-        "label": setup.label,
-        "sources": {s.name: s.folders() for s in setup.sources},
+        "tile_px": loaded.tile_px,
+        "tile_um": loaded.tile_um,
+        "label": loaded.label,
+        "sources": {s.name: s.folders() for s in loaded.sources},
         "annotations": {"path": ann.path if ann else None, "sha256": ann.sha256 if ann else None},
-        "filters": ds.filters,
-        "filter_blank": ds.filter_blank,
-        "min_tiles": ds.min_tiles,
-        "clip": ds.clipping,
-        "balance": ds.balancing,
+        **state.spec.to_json(),  # filters, filter_blank, min_tiles, clip, balance
         "slides": slides,
         "tfrecords": tfrecords,
         "unmatched": {
@@ -178,10 +173,10 @@ def check_manifest(document: dict, path: str | os.PathLike) -> None:
     )
 
 
-def dataset_from_manifest(cls, path: str | os.PathLike, *, check: bool = True) -> "Dataset":
-    """Rebuild the Dataset a manifest describes (see :meth:`Dataset.from_manifest`)."""
-    from slidetiles.dataset.dataset import _Setup
-
+def read_state(path: str | os.PathLike, *, check: bool = True) -> DatasetState:
+    """The Dataset state a manifest describes (see :meth:`Dataset.from_manifest`), without scanning folders or
+    reading indexes. ``check``: stat every TFRecord first (:func:`check_manifest`). The recorded clipped counts and
+    weights must follow from the recorded filters, clip and balance."""
     path = os.fspath(path)
     doc = rebase(read_manifest(path), path)
     try:
@@ -212,7 +207,7 @@ def dataset_from_manifest(cls, path: str | os.PathLike, *, check: bool = True) -
             for tfrecord, entry in doc["tfrecords"].items()
         ]
         unmatched = doc["unmatched"]
-        setup = _Setup(
+        loaded = LoadedData(
             config=None,
             sources=tuple(sources.values()),
             tile_px=doc["tile_px"],
@@ -226,15 +221,8 @@ def dataset_from_manifest(cls, path: str | os.PathLike, *, check: bool = True) -
                 tuple(unmatched["tfrecords_without_annotation"]),
             ),
         )
-        ds = cls._from_setup(
-            setup,
-            filters=doc["filters"],
-            filter_blank=doc["filter_blank"],
-            min_tiles=doc["min_tiles"],
-            clip=ClipSpec.from_json(doc["clip"]),
-            balance=BalanceSpec.from_json(doc["balance"]),
-        )
-        table = ds._selection().table
+        state = DatasetState(loaded, SelectionSpec.from_json(doc))
+        table = state.selection.table
     except (KeyError, TypeError, AttributeError) as exc:
         raise DatasetError(
             f"{path}: malformed manifest ({type(exc).__name__}: {exc}); re-run the rule that writes it"
@@ -248,4 +236,4 @@ def dataset_from_manifest(cls, path: str | os.PathLike, *, check: bool = True) -
             f"{path}: the recorded clipped counts or weights do not follow from the recorded filters, clip and "
             "balance (was the file edited?); re-run the rule that writes it"
         )
-    return ds
+    return state

@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import yaml
+
 from slidetiles.errors import DatasetError
 
 #: The folders a source may name, in the order Slideflow's summary shows them.
@@ -103,8 +105,6 @@ def read_sources_config(path: str | os.PathLike) -> dict:
         raise DatasetError(f"{path}: sources config file not found") from None
     try:
         if path.lower().endswith((".yaml", ".yml")):
-            import yaml
-
             return yaml.safe_load(text) or {}
         return json.loads(text)
     except Exception as exc:  # json and yaml parse errors share no base class
@@ -186,3 +186,16 @@ def source_from_paths(slides=None, roi=None, tiles=None, tfrecords=None) -> Sour
         tiles=_as_folder(tiles, where, DIRECT_SOURCE, "tiles"),
         tfrecords=_as_folder(tfrecords, where, DIRECT_SOURCE, "tfrecords"),
     )
+
+
+def roi_files(sources: Sequence[Source]) -> dict[str, str]:
+    """``{slide: <roi>/<slide>.csv}`` over the sources' ROI folders; for a slide in several, the first source's."""
+    found: dict[str, str] = {}
+    for source in sources:
+        if not source.roi or not os.path.isdir(source.roi):
+            continue
+        with os.scandir(source.roi) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                if entry.name.lower().endswith(".csv") and entry.is_file():
+                    found.setdefault(entry.name[:-4], os.path.join(source.roi, entry.name))
+    return found

@@ -1,13 +1,11 @@
-"""``Dataset.summary()``: the tables Slideflow's summary prints, plus what did not match."""
+"""``Dataset.summary()``: the tables Slideflow's summary prints, plus what did not match, rendered from a
+:class:`~slidetiles.dataset.state.DatasetState`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tabulate import tabulate
 
-if TYPE_CHECKING:
-    from slidetiles.dataset.dataset import Dataset
+from slidetiles.dataset.state import DatasetState
 
 TABLE_FORMAT = "simple_outline"
 
@@ -19,28 +17,28 @@ def _names(items: list[str], max_names: int) -> str:
     return shown + (f", ... ({len(items) - max_names} more)" if len(items) > max_names else "")
 
 
-def render_summary(ds: "Dataset", *, max_names: int = 10) -> str:
-    """The summary text of ``ds`` (see :meth:`Dataset.summary`)."""
-    setup = ds._setup
-    table = ds._selection().table
+def render_summary(state: DatasetState, *, max_names: int = 10) -> str:
+    """The summary text of a Dataset's ``state`` (see :meth:`Dataset.summary`)."""
+    loaded, spec, selection = state.loaded, state.spec, state.selection
+    table = selection.table
     slides = table["slide"].tolist()
-    patients = set(table["patient"].dropna()) if setup.annotations is not None else set()
-    rois = ds._roi_files()
+    patients = set(table["patient"].dropna()) if loaded.annotations is not None else set()
+    rois = loaded.roi_files()
     with_roi = [s for s in slides if s in rois]
     patient_of = dict(zip(table["slide"], table["patient"]))
     patients_with_roi = {patient_of[s] for s in with_roi if patient_of[s] is not None}
-    if setup.origin:
-        configured = f"{setup.origin} (manifest)"
+    if loaded.origin:
+        configured = f"{loaded.origin} (manifest)"
     else:
-        configured = setup.config or "<paths given directly>"
+        configured = loaded.config or "<paths given directly>"
 
     parts = ["Overview:"]
     parts.append(
         tabulate(
             [
                 ("Configuration file:", configured),
-                ("Tile size (px):", setup.tile_px),
-                ("Tile size (um):", setup.tile_um),
+                ("Tile size (px):", loaded.tile_px),
+                ("Tile size (um):", loaded.tile_um),
                 ("Slides:", len(slides)),
                 ("Patients:", len(patients)),
                 ("Slides with ROIs:", len(with_roi)),
@@ -51,28 +49,29 @@ def render_summary(ds: "Dataset", *, max_names: int = 10) -> str:
         )
     )
     parts.append("\nFilters:")
+    as_json = spec.to_json()  # the filters as Dataset.filters shows them: lists, not tuples
     parts.append(
         tabulate(
             [
-                ("Filters:", repr(ds.filters)),
-                ("Filter Blank:", repr(ds.filter_blank)),
-                ("Min Tiles:", str(ds.min_tiles)),
-                ("Clip:", ds._clip.describe() if ds._clip else "none"),
-                ("Balance:", ds._balance.describe() if ds._balance else "none"),
+                ("Filters:", repr(as_json["filters"])),
+                ("Filter Blank:", repr(as_json["filter_blank"])),
+                ("Min Tiles:", str(spec.min_tiles)),
+                ("Clip:", spec.clip.describe() if spec.clip else "none"),
+                ("Balance:", spec.balance.describe() if spec.balance else "none"),
             ],
             tablefmt=TABLE_FORMAT,
             disable_numparse=True,
         )
     )
     parts.append("\nSources:")
-    if not setup.sources:
+    if not loaded.sources:
         parts.append("<None>")
-    for source in setup.sources:
+    for source in loaded.sources:
         parts.append(f"\n{source.name}")
         rows = [(key, "" if value is None else value) for key, value in source.folders().items()]
-        rows.append(("label", setup.label or ""))
+        rows.append(("label", loaded.label or ""))
         parts.append(tabulate(rows, tablefmt=TABLE_FORMAT, disable_numparse=True))
-    for source, folder in setup.catalog.missing_dirs:
+    for source, folder in loaded.catalog.missing_dirs:
         parts.append(f"(source {source!r}: no TFRecord folder {folder})")
 
     total = int(table["total"].sum())
@@ -83,9 +82,9 @@ def render_summary(ds: "Dataset", *, max_names: int = 10) -> str:
     parts.append(line)
     parts.append(f"TFRecords: {len(table)}")
     parts.append("Annotation columns:")
-    parts.append(repr(ds._columns()) if setup.annotations is not None else "<NA>")
+    parts.append(repr(loaded.columns) if loaded.annotations is not None else "<NA>")
 
-    unmatched = ds.unmatched
+    unmatched = selection.unmatched()
     rows = [
         ("Annotated slides without a TFRecord", unmatched["slides_without_tfrecord"]),
         ("TFRecords without an annotation", unmatched["tfrecords_without_annotation"]),
