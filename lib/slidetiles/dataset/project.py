@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Sequence
 
+from slidetiles.dataset.dataset import Dataset
 from slidetiles.errors import DatasetError
 
 SETTINGS = "settings.json"
@@ -100,8 +101,6 @@ class Project:
         """The project's Dataset at this tile size: its dataset config, its sources (unless ``sources`` names
         others) and its annotations (unless ``annotations=`` is given). Other keyword arguments go to
         :class:`~slidetiles.Dataset` (``filters``, ``filter_blank``, ``min_tiles``, ``jobs``...)."""
-        from slidetiles.dataset.dataset import Dataset
-
         if "annotations" not in kwargs:
             annotations = self.annotations
             if not os.path.isfile(annotations):

@@ -10,6 +10,9 @@ import os
 from collections.abc import Mapping
 
 from slidetiles.errors import DatasetError, SplitError
+from slidetiles.splits import plan_split
+from slidetiles.splits.cohort import canonical_model_type
+from slidetiles.splits.spec import SplitSpec
 
 
 def _annotations(dataset):
@@ -38,16 +41,12 @@ def _spec(**fields):
     ``strategy`` and ``k_fold`` left as None (neither our name nor Slideflow 3's given) take the spec's default, the
     one place defaults live; for the other fields None is a value (no labels, no time limit) and is passed on.
     """
-    from slidetiles.splits.spec import SplitSpec
-
     return SplitSpec(**{name: value for name, value in fields.items()
                         if value is not None or name not in ("strategy", "k_fold")})
 
 
 def split_categories(dataset, labels, model_type: str):
     """The categories Slideflow numbers a column label over (None for linear, mapping or no labels)."""
-    from slidetiles.splits.cohort import canonical_model_type
-
     if labels is None or isinstance(labels, Mapping) or canonical_model_type(model_type) != "categorical":
         return None
     if isinstance(labels, str) or (isinstance(labels, (list, tuple)) and all(isinstance(c, str) for c in labels)):
@@ -60,17 +59,17 @@ def split_categories(dataset, labels, model_type: str):
 
 def split_dataset(
     dataset,
-    model_type: str = "categorical",
-    labels=None,
-    strategy: str | None = None,
-    fraction: float | None = None,
-    k_fold: int | None = None,
-    k_fold_iter: int | None = None,
-    k_fold_header: str | None = None,
-    site_labels: str | None = "site",
-    splits: str | os.PathLike | None = None,
-    seed: int = 0,
-    time_limit: float = 10.0,
+    model_type: str | None,
+    labels,
+    strategy: str | None,
+    fraction: float | None,
+    k_fold: int | None,
+    k_fold_iter: int | None,
+    k_fold_header: str | None,
+    site_labels: str | None,
+    splits: str | os.PathLike | None,
+    seed: int,
+    time_limit: float | None,
     *,
     val_strategy: str | None = None,
     val_fraction: float | None = None,
@@ -78,9 +77,8 @@ def split_dataset(
     read_only: bool = False,
     from_wsi: bool = False,
 ):
-    """``(train, val)`` Datasets of one iteration of a split; see :meth:`slidetiles.Dataset.split`."""
-    from slidetiles.splits import plan_split
-
+    """``(train, val)`` Datasets of one iteration of a split; see :meth:`slidetiles.Dataset.split`, which gives every
+    argument (its signature holds the defaults, :class:`~slidetiles.splits.spec.SplitSpec`'s)."""
     if from_wsi:
         raise SplitError("split(from_wsi=True): slidetiles splits the slides of its TFRecords; drop from_wsi")
     if model_type is None:
@@ -118,20 +116,19 @@ def split_dataset(
 
 def kfold_split_dataset(
     dataset,
-    k: int = 3,
-    labels=None,
-    preserved_site: bool = False,
-    splits: str | os.PathLike | None = None,
-    seed: int = 0,
+    k: int,
+    labels,
+    preserved_site: bool,
+    splits: str | os.PathLike | None,
+    seed: int,
     *,
-    model_type: str = "categorical",
-    site_labels: str = "site",
-    time_limit: float = 10.0,
+    # Dataset.kfold_split passes these only when given: the defaults are SplitSpec's (see Dataset.split).
+    model_type: str = SplitSpec.model_type,
+    site_labels: str | None = SplitSpec.site_labels,
+    time_limit: float | None = SplitSpec.time_limit,
     read_only: bool = False,
 ) -> tuple:
     """``(train, val)`` for every fold of one k-fold partition; see :meth:`slidetiles.Dataset.kfold_split`."""
-    from slidetiles.splits import plan_split
-
     table = _annotations(dataset)
     spec = _spec(
         model_type=model_type,
