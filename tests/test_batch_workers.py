@@ -14,6 +14,7 @@ from slidetiles.errors import CorruptRecordError, TFRecordError
 from slidetiles.io.images import decode_image
 from slidetiles.loaders import LoaderError, TileSource
 from slidetiles.loaders.batch_workers import BatchSpec, BatchWorkers
+from slidetiles.loaders.options import LoaderOptions
 
 SIZES = [9, 2, 14]
 
@@ -35,7 +36,7 @@ def corpus(tmp_path_factory):
 
 
 def spec_for(sources, **kwargs):
-    return BatchSpec(sources=sources, shape=(24, 24, 3), **{"batch_size": 4, "seed": 1, **kwargs})
+    return BatchSpec(sources, (24, 24, 3), LoaderOptions(**{"batch_size": 4, "seed": 1, "infinite": False, **kwargs}))
 
 
 def check_batch(corpus, images, index, locations, files=None):
@@ -171,7 +172,7 @@ def test_a_dead_worker_is_reported_and_replaced(corpus):
 @pytest.mark.skipif(sys.platform != "linux", reason="spawned workers: checked where the default is fork")
 def test_spawned_workers_give_the_same_batches(corpus):
     def run(context):
-        workers = BatchWorkers(spec_for(corpus[0], augmenter=None), num_workers=2, multiprocessing_context=context)
+        workers = BatchWorkers(spec_for(corpus[0], augment=False), num_workers=2, multiprocessing_context=context)
         try:
             return [(b[0].copy(), b[1].tolist()) for b in workers.batches(epoch=3)]
         finally:

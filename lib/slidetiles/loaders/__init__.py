@@ -1,16 +1,21 @@
 """Training loaders: TFRecord tiles to PyTorch ``DataLoader`` s and ``tf.data`` pipelines.
 
-Framework-free pieces (no torch or TensorFlow import):
+A tile's way from its file to a batch, one module a step:
 
 - :mod:`~slidetiles.loaders.sources`: :class:`TileSource` (one TFRecord: path, slide, label, record count,
   clip, weight), :func:`sources_from_table`, label encoding and the checks done before the first batch;
-- :mod:`~slidetiles.loaders.sharding`: which shard reads which records, in which seeded order;
-- :mod:`~slidetiles.loaders.augment`: seeded numpy augmentations (Slideflow's letters) and standardisation.
+- :mod:`~slidetiles.loaders.options`: :class:`LoaderOptions`, every loader option defaulted and checked once;
+- :mod:`~slidetiles.loaders.sharding`: shard plans, seeds and ranges (which shard reads which records);
+- :mod:`~slidetiles.loaders.tile_stream`: one shard's tiles for one epoch (:func:`start_pass`), read through the
+  record stream of :mod:`slidetiles.tfrecord.stream`;
+- :mod:`~slidetiles.loaders.augment`: seeded numpy augmentations (Slideflow's letters) and standardisation;
+- the framework loaders, which decode, augment and batch; imported on first use so that neither framework is
+  imported for the other: :func:`make_torch_loader` / :class:`TileIterableDataset`
+  (:mod:`~slidetiles.loaders.torch_loader`, batches in shared memory via :mod:`~slidetiles.loaders.shared_batches`)
+  and :func:`make_tf_dataset` (:mod:`~slidetiles.loaders.tf_loader`, in process or through the worker processes
+  of :mod:`~slidetiles.loaders.batch_workers`).
 
-Framework loaders, imported on first use so that neither framework is imported for the other:
-
-- :func:`make_torch_loader` / :class:`TileIterableDataset` (:mod:`~slidetiles.loaders.torch_loader`);
-- :func:`make_tf_dataset` (:mod:`~slidetiles.loaders.tf_loader`).
+Everything but the framework loaders is framework-free (no torch or TensorFlow import).
 
 Example:
     >>> from slidetiles.loaders import TileSource, make_torch_loader
@@ -21,7 +26,8 @@ Example:
 import importlib
 
 from slidetiles.loaders.augment import AUGMENTATIONS, Augmenter, parse_augment, standardize
-from slidetiles.loaders.sharding import ShardPlan, iter_shard, shard_range, shard_sizes
+from slidetiles.loaders.options import LoaderOptions
+from slidetiles.loaders.sharding import ShardPlan, shard_range, shard_sizes
 from slidetiles.loaders.sources import (
     LabelEncoding,
     LoaderError,
@@ -32,6 +38,7 @@ from slidetiles.loaders.sources import (
     encode_labels,
     sources_from_table,
 )
+from slidetiles.loaders.tile_stream import iter_shard, start_pass
 
 _LAZY = {
     "TileIterableDataset": "slidetiles.loaders.torch_loader",
@@ -46,6 +53,7 @@ __all__ = [
     "Augmenter",
     "LabelEncoding",
     "LoaderError",
+    "LoaderOptions",
     "LoaderStats",
     "MissingLabelError",
     "ShardPlan",
@@ -63,6 +71,7 @@ __all__ = [
     "shard_sizes",
     "sources_from_table",
     "standardize",
+    "start_pass",
 ]
 
 

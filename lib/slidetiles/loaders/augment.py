@@ -40,6 +40,9 @@ import io
 import math
 
 import numpy as np
+from PIL import Image
+
+from slidetiles.io.images import decode_image
 
 __all__ = [
     "AUGMENTATIONS",
@@ -49,6 +52,7 @@ __all__ = [
     "apply_params",
     "parse_augment",
     "standardize",
+    "standardize_method",
     "STANDARDIZE_METHODS",
 ]
 
@@ -109,7 +113,8 @@ def parse_augment(augment) -> str:
     return "".join(letter for letter in _ORDER if letter in augment)
 
 
-def _standardize_method(standardize) -> str | None:
+def standardize_method(standardize) -> str | None:
+    """The ``standardize`` option as ``'image'``, ``'scale'`` or None (no standardisation); ValueError otherwise."""
     if standardize is None or standardize is False:
         return None
     if standardize is True:
@@ -212,10 +217,6 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     # Pillow's encoder, because it produces the same file as TensorFlow's EncodeJpegVariableQuality (the TF
     # loader's op): simplejpeg's encoder differs by up to 15 grey levels at the same quality. Decoding with
     # simplejpeg (accurate IDCT) matches tf.io.decode_jpeg(dct_method='INTEGER_ACCURATE') exactly.
-    from PIL import Image
-
-    from slidetiles.io.images import decode_image
-
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=int(quality))
     return decode_image(buffer.getvalue())
@@ -277,7 +278,7 @@ def standardize(images: np.ndarray, method="image", out: np.ndarray | None = Non
         >>> x.dtype, abs(float(x.mean())) < 1e-6, round(float(x.std()), 4)
         (dtype('float32'), True, 1.0)
     """
-    method = _standardize_method(method)
+    method = standardize_method(method)
     if method is None:
         raise ValueError("standardize(): method must be 'image', 'scale' or True")
     batched = images.ndim == 4

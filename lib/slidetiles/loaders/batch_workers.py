@@ -10,8 +10,9 @@ faster than one thread. ``tf.data``'s own parallel ``decode_jpeg`` runs without 
 decoder and per-element overhead; worker processes decoding with simplejpeg beat it (``bench_loaders.py``).
 
 Shards and order are the torch loader's with the same ``num_workers``: worker ``w`` of rank ``r`` reads shard
-``r * W + w`` of ``world_size * W`` (:mod:`slidetiles.loaders.sharding`), decodes its batches with the same code
-path (simplejpeg into the batch slot, numpy augmentations from the shard's seeded stream), and batches are taken
+``r * W + w`` of ``world_size * W`` (:mod:`slidetiles.loaders.sharding`), each pass starting with the same
+:func:`~slidetiles.loaders.tile_stream.start_pass`, decodes its batches with the same code path (simplejpeg into
+the batch slot, numpy augmentations from the shard's seeded stream), and batches are taken
 from the workers round-robin, skipping a worker once its shard is done, as a ``DataLoader`` does. So a finite
 epoch reads every tile exactly once across ranks and workers, and the same seed, epoch, ``world_size`` and
 ``num_workers`` give the same batches as ``make_torch_loader``.
@@ -60,9 +61,9 @@ import numpy as np
 
 from slidetiles.errors import TileImageError
 from slidetiles.io.images import decode_image
-from slidetiles.loaders.augment import AugmentStream, Augmenter
-from slidetiles.loaders.sharding import IndexCache, RawTile, ShardPlan, epoch_rngs, iter_shard, skip_handler
+from slidetiles.loaders.options import LoaderOptions
 from slidetiles.loaders.sources import LoaderError, TileSource
+from slidetiles.loaders.tile_stream import IndexCache, RawTile, start_pass
 
 try:
     import simplejpeg as _simplejpeg
@@ -86,34 +87,30 @@ class _Cancelled(Exception):
     """The pass a worker runs is no longer the consumer's (cut short, or a new one began)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchSpec:
     """What the workers read and how they batch it (picklable: sent to spawned workers as is).
 
     Attributes:
         sources: the TFRecords.
-        shape: (H, W, C) of every tile (uint8); batches are ``(batch_size, H, W, C)``.
-        batch_size: tiles per batch.
-        rank, world_size: this consumer's place among the training processes (shards are
-            ``rank * num_workers + w`` of ``world_size * num_workers``).
-        seed: the order and augmentation seed (each pass adds its epoch).
-        infinite, shuffle_buffer, verify, on_error: as in :func:`~slidetiles.loaders.sharding.iter_shard`.
-        augmenter: the augmentations applied in the workers (numpy).
-        drop_last: drop each worker's last, partial batch.
+        shape: (H, W, C) of every tile (uint8); batches are ``(options.batch_size, H, W, C)``.
+        options: the loader's options; the workers use ``batch_size`` (required), ``rank``, ``world_size``
+            (shards are ``rank * num_workers + w`` of ``world_size * num_workers``), ``seed`` (each pass adds
+            its epoch), ``infinite``, ``shuffle_buffer``, ``verify``, ``on_error``, the augmentations (numpy, in
+            the workers) and ``drop_last``. ``num_workers`` is :class:`BatchWorkers`'.
     """
 
     sources: Sequence[TileSource]
     shape: tuple[int, int, int]
-    batch_size: int
-    rank: int = 0
-    world_size: int = 1
-    seed: int = 0
-    infinite: bool = False
-    shuffle_buffer: int = 0
-    verify: bool = True
-    on_error: str = "raise"
-    augmenter: Augmenter | None = None
-    drop_last: bool = False
+    options: LoaderOptions
+
+    def __post_init__(self):
+        if self.options.batch_size is None:
+            raise LoaderError("BatchSpec: the workers need options.batch_size (tiles per batch)")
+
+    @property
+    def batch_size(self) -> int:
+        return self.options.batch_size
 
     @property
     def batch_bytes(self) -> int:
@@ -255,28 +252,14 @@ def _take(states: np.ndarray, table: np.ndarray, pass_id: int, parent: int) -> i
 
 
 def _run_pass(spec, worker, n_workers, pass_id, epoch, table, states, slots, conn, indexes, parent) -> None:
-    plan = ShardPlan(int(spec.rank), int(spec.world_size), n_workers)
-    shard = plan.shard_id(worker)
     skipped = [0]
 
     def count(n: int) -> None:
         skipped[0] += n
 
-    on_skip = skip_handler(spec.on_error, count)
-    order_rng, augment_rng = epoch_rngs(spec.seed, epoch, shard)
-    tiles = iter_shard(
-        spec.sources,
-        shard,
-        plan.n_shards,
-        seed=spec.seed,
-        infinite=spec.infinite,
-        shuffle_buffer=spec.shuffle_buffer,
-        verify=spec.verify,
-        on_skip=on_skip,
-        indexes=indexes,
-        rng=order_rng,
+    tiles, augments, on_skip = start_pass(
+        spec.sources, spec.options, epoch=epoch, worker=worker, num_workers=n_workers, indexes=indexes, count=count
     )
-    augments = AugmentStream(spec.augmenter, augment_rng) if spec.augmenter else None
     size, shape = int(spec.batch_size), tuple(spec.shape)
     scratch = np.empty(shape, np.uint8) if augments is not None else None
     k, out = None, None
@@ -314,7 +297,7 @@ def _run_pass(spec, worker, n_workers, pass_id, epoch, table, states, slots, con
                 k, out, sources, locations = None, None, [], []
                 if table[0] != pass_id:
                     raise _Cancelled
-        if sources and not spec.drop_last:
+        if sources and not spec.options.drop_last:
             send(len(sources))
             k = None
     finally:
@@ -504,7 +487,8 @@ class BatchWorkers:
             the training script, and the workers never touch TensorFlow; ``'spawn'`` and ``'forkserver'`` work).
 
     Example:
-        >>> workers = BatchWorkers(BatchSpec(sources, (299, 299, 3), 64, seed=0), num_workers=2)  # doctest: +SKIP
+        >>> spec = BatchSpec(sources, (299, 299, 3), LoaderOptions(batch_size=64, seed=0))  # doctest: +SKIP
+        >>> workers = BatchWorkers(spec, num_workers=2)  # doctest: +SKIP
         >>> for images, sources, locations in workers.batches(epoch=0):  # doctest: +SKIP
         ...     ...  # images: (n, 299, 299, 3) uint8 view of a shared buffer, valid while referenced
         >>> workers.close()  # doctest: +SKIP
@@ -513,7 +497,7 @@ class BatchWorkers:
     def __init__(self, spec: BatchSpec, num_workers: int, *, ring_size: int = 6, multiprocessing_context=None):
         if isinstance(num_workers, bool) or int(num_workers) < 1:
             raise LoaderError(f"num_workers must be >= 1 for worker processes, got {num_workers!r}")
-        ShardPlan(int(spec.rank), int(spec.world_size), int(num_workers))  # validates
+        spec.options.shard_plan(int(num_workers))  # validates
         self.spec = spec
         self.num_workers = int(num_workers)
         self.ring_size = max(1, int(ring_size))

@@ -54,6 +54,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import weakref
@@ -65,18 +66,11 @@ import tensorflow as tf
 
 from slidetiles.errors import TileImageError
 from slidetiles.io.images import check_image, decode_image
-from slidetiles.loaders.augment import (
-    BLUR_SIGMAS,
-    GRAY,
-    IDENTITY,
-    AugmentStream,
-    Augmenter,
-    _standardize_method,
-    gaussian_kernel,
-)
+from slidetiles.loaders.augment import BLUR_SIGMAS, GRAY, IDENTITY, gaussian_kernel
 from slidetiles.loaders.batch_workers import BatchSpec, BatchWorkers
-from slidetiles.loaders.sharding import IndexCache, ShardPlan, epoch_rngs, iter_shard, resolve_seed, skip_handler
-from slidetiles.loaders.sources import LoaderError, TileSource, check_sources, encode_labels
+from slidetiles.loaders.options import LoaderOptions, loader_sources
+from slidetiles.loaders.sources import TileSource, check_sources, encode_labels
+from slidetiles.loaders.tile_stream import IndexCache, start_pass
 from slidetiles.tfrecord.loaders import tfrecord_loader
 
 log = logging.getLogger(__name__)
@@ -228,12 +222,14 @@ def make_tf_dataset(
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(images, labels[, slides][, loc_x, loc_y])`` batches of the sources' tiles.
 
-    Options mean what they mean in :class:`~slidetiles.loaders.torch_loader.TileIterableDataset`, except:
+    The options are :class:`~slidetiles.loaders.options.LoaderOptions`' (``labels``: as in
+    :class:`~slidetiles.loaders.torch_loader.TileIterableDataset`), except:
 
     Args:
         batch_size: tiles per batch; None yields single tiles.
         epoch: the epoch of the first pass; each later pass uses the next.
-        drop_remainder: drop the last, partial batch (gives batches a static first dimension).
+        drop_remainder: drop the last, partial batch (gives batches a static first dimension); LoaderOptions'
+            ``drop_last``.
         num_parallel_calls: parallel decode calls (default ``tf.data.AUTOTUNE``).
         deterministic: keep the order reproducible (default); False lets a slow tile be overtaken.
         stats: a :class:`LoaderStats` to count into (one is made otherwise); also ``dataset.slidetiles_stats``.
@@ -255,63 +251,49 @@ def make_tf_dataset(
         >>> ds = make_tf_dataset(sources, batch_size=32, labels=True, augment="xyr", seed=1)  # doctest: +SKIP
         >>> images, labels = next(iter(ds))  # doctest: +SKIP
     """
-    sources = list(sources)
-    if not all(isinstance(s, TileSource) for s in sources):
-        raise LoaderError("sources must be TileSource objects (see TileSource.from_paths / sources_from_table)")
+    options = LoaderOptions(
+        batch_size=batch_size, num_workers=num_workers, infinite=infinite, augment=augment, color_jitter=color_jitter,
+        standardize=standardize, rank=rank, world_size=world_size, seed=seed, incl_slidenames=incl_slidenames,
+        incl_loc=incl_loc, on_error=on_error, verify=verify, shuffle_buffer=shuffle_buffer, drop_last=drop_remainder,
+    )
+    sources = loader_sources(sources, options)
     encoding = None if labels is None or labels is False else encode_labels(sources, None if labels is True else labels)
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise LoaderError(f"batch_size must be None or >= 1, got {batch_size!r}")
-    plan = ShardPlan(int(rank), int(world_size), 0)
-    shard, n_shards = plan.shard_id(0), plan.n_shards
-    seed = resolve_seed(seed)
-    augmenter = Augmenter(augment, color_jitter=color_jitter)
-    method = _standardize_method(standardize)
-    skip_handler(on_error)  # validates
-    if int(shuffle_buffer) < 0:
-        raise LoaderError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
-    if infinite and not any(s.n_tiles and s.weight > 0 for s in sources):
-        raise LoaderError("infinite loader: no source has both tiles and a weight > 0")
     if check:
         check_sources(sources)
-    if isinstance(num_workers, bool) or int(num_workers) < 0:
-        raise LoaderError(f"num_workers must be >= 0, got {num_workers!r}")
     stats = stats if stats is not None else LoaderStats()
     shape = _probe_shape(sources)
-    indexes = IndexCache()
     label_values = encoding.values if encoding is not None else np.zeros(len(sources), dtype=np.int64)
     label_spec = tf.TensorSpec([None, *label_values.shape[1:]], tf.as_dtype(label_values.dtype))
     slide_names = np.asarray([s.slide.encode("utf-8") for s in sources], dtype=object)
-    paths = [s.path for s in sources]
-    skipping = on_error == "skip"
-    if int(num_workers) > 0:
+    if options.num_workers > 0:
         if shape is not None:
-            return _worker_dataset(
-                sources, shape, batch_size, encoding, label_values, label_spec, slide_names, augmenter, method,
-                stats, int(num_workers), multiprocessing_context, rank=int(rank), world_size=int(world_size),
-                seed=seed, epoch=int(epoch), infinite=infinite, shuffle_buffer=int(shuffle_buffer),
-                verify=verify, on_error=on_error, drop_remainder=drop_remainder, incl_slidenames=incl_slidenames,
-                incl_loc=incl_loc, deterministic=deterministic,
+            dataset = _worker_dataset(
+                sources, options, shape, label_values, label_spec, slide_names, stats, multiprocessing_context,
+                epoch=int(epoch), deterministic=deterministic,
             )
+            dataset.slidetiles_label_map = encoding.label_map if encoding is not None else None
+            return dataset
         log.warning("make_tf_dataset: the tile size could not be read from the first record; "
                     "decoding in this process (num_workers ignored)")
+    dataset = _in_process_dataset(
+        sources, options, shape, label_values, label_spec, slide_names, stats, epoch=int(epoch),
+        num_parallel_calls=num_parallel_calls, deterministic=deterministic,
+    )
+    dataset.slidetiles_label_map = encoding.label_map if encoding is not None else None
+    return dataset
+
+
+def _in_process_dataset(
+    sources, options: LoaderOptions, shape, label_values, label_spec, slide_names, stats: LoaderStats, *, epoch: int,
+    num_parallel_calls, deterministic: bool,
+) -> tf.data.Dataset:
+    """The ``num_workers=0`` pipeline: blocks of raw records from this process's shard, decoded by tf.data."""
+    indexes = IndexCache()
+    paths = [s.path for s in sources]
 
     def generate():
-        pass_epoch = int(epoch) + stats.next_pass()
-        on_skip = skip_handler(on_error, stats.count)
-        order_rng, augment_rng = epoch_rngs(seed, pass_epoch, shard)
-        tiles = iter_shard(
-            sources,
-            shard,
-            n_shards,
-            seed=seed,
-            infinite=infinite,
-            shuffle_buffer=shuffle_buffer,
-            verify=verify,
-            on_skip=on_skip,
-            indexes=indexes,
-            rng=order_rng,
-        )
-        augments = AugmentStream(augmenter, augment_rng) if augmenter else None
+        pass_epoch = epoch + stats.next_pass()
+        tiles, augments, on_skip = start_pass(sources, options, epoch=pass_epoch, indexes=indexes, count=stats.count)
         images, index, loc, params = [], [], [], []
         for tile in tiles:
             try:
@@ -348,7 +330,8 @@ def make_tf_dataset(
         tf.TensorSpec([None, 2], tf.int64),
         tf.TensorSpec([None, len(IDENTITY)], tf.float32),
     )
-    letters = augmenter.letters
+    letters, method = options.augment, options.standardize
+    incl_slidenames, incl_loc = options.incl_slidenames, options.incl_loc
 
     @tf.autograph.experimental.do_not_convert
     def process(data, label, slide, loc, row):
@@ -374,13 +357,12 @@ def make_tf_dataset(
         num_parallel_calls=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,
         deterministic=deterministic,
     )
-    if skipping:
+    if options.on_error == "skip":
         dataset = dataset.ignore_errors(log_warning=True)
-    if batch_size is not None:
-        dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
+    if options.batch_size is not None:
+        dataset = dataset.batch(options.batch_size, drop_remainder=options.drop_last)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     dataset.slidetiles_stats = stats
-    dataset.slidetiles_label_map = encoding.label_map if encoding is not None else None
     return dataset
 
 
@@ -399,30 +381,23 @@ def _finish_images(images, method):
 
 
 def _worker_dataset(
-    sources, shape, batch_size, encoding, label_values, label_spec, slide_names, augmenter, method, stats,
-    num_workers, multiprocessing_context, *, rank, world_size, seed, epoch, infinite, shuffle_buffer, verify,
-    on_error, drop_remainder, incl_slidenames, incl_loc, deterministic,
+    sources, options: LoaderOptions, shape, label_values, label_spec, slide_names, stats: LoaderStats,
+    multiprocessing_context, *, epoch: int, deterministic: bool,
 ) -> tf.data.Dataset:
     """The ``num_workers > 0`` pipeline: whole uint8 batches from worker processes, standardised in the graph.
 
     ``from_generator`` takes each batch's numpy view of the shared buffer without copying it; the buffer is
     recycled once TensorFlow drops the last tensor over it (see :mod:`slidetiles.loaders.batch_workers`).
     """
-    block = _WORKER_BLOCK if batch_size is None else int(batch_size)
-    spec = BatchSpec(
-        sources=sources,
-        shape=tuple(int(x) for x in shape),
-        batch_size=block,
-        rank=rank,
-        world_size=world_size,
-        seed=seed,
-        infinite=infinite,
-        shuffle_buffer=shuffle_buffer,
-        verify=verify,
-        on_error=on_error,
-        augmenter=augmenter if augmenter else None,
-        drop_last=bool(drop_remainder) and batch_size is not None,
-    )
+    batch_size = options.batch_size
+    # Single tiles still come from the workers in batches (of _WORKER_BLOCK), unbatched here; only a real batch
+    # size drops its remainder.
+    block = _WORKER_BLOCK if batch_size is None else batch_size
+    worker_options = dataclasses.replace(options, batch_size=block, drop_last=options.drop_last and batch_size is not None)
+    spec = BatchSpec(sources, tuple(int(x) for x in shape), worker_options)
+    num_workers, method = options.num_workers, options.standardize
+    incl_slidenames, incl_loc = options.incl_slidenames, options.incl_loc
+
     def start() -> BatchWorkers:
         return BatchWorkers(spec, num_workers, ring_size=_WORKER_PREFETCH + 4,
                             multiprocessing_context=multiprocessing_context)
@@ -451,7 +426,7 @@ def _worker_dataset(
             if temporary:
                 pool.close()
 
-    static = block if spec.drop_last else None
+    static = block if worker_options.drop_last else None
     signature = [
         tf.TensorSpec([static, *spec.shape], tf.uint8),
         tf.TensorSpec([static, *label_spec.shape[1:]], label_spec.dtype),
@@ -467,6 +442,5 @@ def _worker_dataset(
         dataset = dataset.unbatch()
     dataset = dataset.prefetch(_WORKER_PREFETCH)
     dataset.slidetiles_stats = stats
-    dataset.slidetiles_label_map = encoding.label_map if encoding is not None else None
     dataset.slidetiles_workers = workers
     return dataset

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 import traceback
@@ -43,19 +44,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from slidetiles.errors import SlidetilesError, TileImageError
 from slidetiles.io.images import decode_image
-from slidetiles.loaders.augment import AugmentStream, Augmenter, _standardize_method, standardize
+from slidetiles.loaders.augment import standardize
+from slidetiles.loaders.options import LoaderOptions, loader_sources
 from slidetiles.loaders.shared_batches import BatchRing, assemble, shared_empty
-from slidetiles.loaders.sharding import (
-    IndexCache,
-    RawTile,
-    ShardPlan,
-    epoch_rngs,
-    iter_shard,
-    resolve_seed,
-    shard_sizes,
-    skip_handler,
-)
-from slidetiles.loaders.sources import LabelEncoding, LoaderError, TileSource, check_sources, encode_labels
+from slidetiles.loaders.sharding import ShardPlan, shard_sizes
+from slidetiles.loaders.sources import LabelEncoding, TileSource, check_sources, encode_labels
+from slidetiles.loaders.tile_stream import IndexCache, RawTile, start_pass
 
 try:
     import simplejpeg as _simplejpeg
@@ -71,15 +65,16 @@ _SLOTS = 64
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def _distributed_defaults(rank, world_size) -> tuple[int, int]:
-    if rank is not None and world_size is not None:
-        return int(rank), int(world_size)
-    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if rank is None:
-        rank = torch.distributed.get_rank() if initialised else 0
-    if world_size is None:
-        world_size = torch.distributed.get_world_size() if initialised else 1
-    return int(rank), int(world_size)
+def torch_options(*, rank: int | None = None, world_size: int | None = None, **fields) -> LoaderOptions:
+    """:class:`~slidetiles.loaders.options.LoaderOptions` with ``rank`` and ``world_size`` defaulting to
+    ``torch.distributed``'s when it is initialised (else 0 and 1)."""
+    if rank is None or world_size is None:
+        initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if rank is None:
+            rank = torch.distributed.get_rank() if initialised else 0
+        if world_size is None:
+            world_size = torch.distributed.get_world_size() if initialised else 1
+    return LoaderOptions(rank=rank, world_size=world_size, **fields)
 
 
 def _where(path: str, tile: RawTile) -> str:
@@ -95,85 +90,39 @@ class TileIterableDataset(IterableDataset):
 
     Args:
         sources: the TFRecords (:class:`~slidetiles.loaders.sources.TileSource`).
+        options: a :class:`~slidetiles.loaders.options.LoaderOptions`; or give its fields as keywords
+            (``batch_size``, ``infinite``, ``augment``, ``seed``, ``on_error``...: see there; with both, the
+            keywords replace those fields). ``rank`` and ``world_size`` default to ``torch.distributed``'s when
+            it is initialised, else 0 and 1. ``num_workers`` is used only for ``len()`` (``make_torch_loader``
+            sets it to the DataLoader's).
         labels: None/False: no labels (0); True: each source's ``label``; a ``{slide: label}`` mapping.
             Every slide needs one (checked here, before any batch): see
             :func:`~slidetiles.loaders.sources.encode_labels` for the encoding; ``label_map`` gives the
             category names of string labels.
-        batch_size: assemble batches of this many tiles in the worker (None: single tiles).
-        drop_last: with ``batch_size``, drop each worker's last, partial batch.
-        infinite: sample files by ``weight`` forever (True, Slideflow's default) or read every tile (after clip)
-            exactly once per epoch across all ranks and workers (False).
-        augment: letters of :mod:`slidetiles.loaders.augment` (True: ``'xyrjb'``).
-        color_jitter: strength of the ``'d'`` augmentation.
-        standardize: False (uint8), True/``'image'`` (per-image mean 0, std 1, float32) or ``'scale'`` ([-1, 1]).
-        rank, world_size: this process's place among the training processes; default from
-            ``torch.distributed`` when initialised, else 0 and 1.
-        seed: everything random derives from it and the epoch; None draws one now (shared by the workers).
-        incl_slidenames, incl_loc: also yield the slide name, and the tile centre (``loc_x``, ``loc_y``; -1
-            when the records have none).
-        on_error: ``'raise'`` (default): a damaged record or undecodable image stops the loader with an
-            error naming the file, record and byte offset; ``'skip'``: it is logged, skipped and counted in
-            :attr:`skipped`.
-        verify: check both CRCs of every record (default; costs ~2% of decoding).
-        shuffle_buffer: also mix records through a buffer of this many encoded tiles (~25 KB each at 299 px) per
-            worker; 0 (default): the seeded interleaving and in-batch permutation of
-            :mod:`~slidetiles.loaders.sharding` only.
-        num_workers: the DataLoader's worker count, used only for ``len()`` (set by ``make_torch_loader``).
-        channels_last: batches keep the channels-last memory layout (no copy); False makes them contiguous NCHW.
+
+    With ``on_error='skip'``, damaged records and undecodable images are logged, skipped and counted in
+    :attr:`skipped`.
     """
 
     def __init__(
         self,
         sources: Sequence[TileSource],
+        options: LoaderOptions | None = None,
         *,
         labels: bool | Mapping[str, Any] | None = None,
-        batch_size: int | None = None,
-        drop_last: bool = False,
-        infinite: bool = True,
-        augment: bool | str | None = False,
-        color_jitter: float = 0.1,
-        standardize: bool | str = False,
-        rank: int | None = None,
-        world_size: int | None = None,
-        seed: int | None = None,
-        incl_slidenames: bool = False,
-        incl_loc: bool = False,
-        on_error: str = "raise",
-        verify: bool = True,
-        shuffle_buffer: int = 0,
-        num_workers: int = 0,
-        channels_last: bool = True,
+        **option_fields,
     ):
         super().__init__()
-        self.sources = list(sources)
-        if not all(isinstance(s, TileSource) for s in self.sources):
-            raise LoaderError("sources must be TileSource objects (see TileSource.from_paths / sources_from_table)")
+        if options is None:
+            options = torch_options(**option_fields)
+        elif option_fields:
+            options = dataclasses.replace(options, **option_fields)
+        self.options = options
+        self.sources = loader_sources(sources, options)
         if labels is None or labels is False:
             self.labels: LabelEncoding | None = None
         else:
             self.labels = encode_labels(self.sources, None if labels is True else labels)
-        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-            raise LoaderError(f"batch_size must be None or >= 1, got {batch_size!r}")
-        self.batch_size = None if batch_size is None else int(batch_size)
-        self.drop_last = bool(drop_last)
-        self.infinite = bool(infinite)
-        self.augmenter = Augmenter(augment, color_jitter=color_jitter)
-        self.standardize = _standardize_method(standardize)
-        self.rank, self.world_size = _distributed_defaults(rank, world_size)
-        ShardPlan(self.rank, self.world_size, int(num_workers))  # validates
-        self.num_workers = int(num_workers)
-        self.seed = resolve_seed(seed)
-        self.incl_slidenames = bool(incl_slidenames)
-        self.incl_loc = bool(incl_loc)
-        skip_handler(on_error)  # validates
-        self.on_error = on_error
-        self.verify = bool(verify)
-        if int(shuffle_buffer) < 0:
-            raise LoaderError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
-        self.shuffle_buffer = int(shuffle_buffer)
-        self.channels_last = bool(channels_last)
-        if self.infinite and not any(s.n_tiles and s.weight > 0 for s in self.sources):
-            raise LoaderError("infinite loader: no source has both tiles and a weight > 0")
         # Shared with every worker, whatever the start method: the epoch each pass reads, and skip counts.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._skipped = torch.zeros(_SLOTS, dtype=torch.int64).share_memory_()
@@ -210,7 +159,7 @@ class TileIterableDataset(IterableDataset):
         return None if self.labels is None else self.labels.label_map
 
     def shard_plan(self, num_workers: int | None = None) -> ShardPlan:
-        return ShardPlan(self.rank, self.world_size, self.num_workers if num_workers is None else num_workers)
+        return self.options.shard_plan(num_workers)
 
     def __len__(self) -> int:
         """Items (tiles, or batches with ``batch_size``) this rank yields per finite epoch.
@@ -218,15 +167,16 @@ class TileIterableDataset(IterableDataset):
         Counts each worker's partial last batch, so it is exact only when ``num_workers`` matches the
         DataLoader's. An infinite loader has no length (TypeError).
         """
-        if self.infinite:
+        options = self.options
+        if options.infinite:
             raise TypeError("an infinite loader has no length; count steps instead, or use infinite=False")
         plan = self.shard_plan()
         sizes = shard_sizes(self.sources, plan.n_shards)[plan.shard_ids()]
-        if self.batch_size is None:
+        if options.batch_size is None:
             return int(sizes.sum())
-        if self.drop_last:
-            return int((sizes // self.batch_size).sum())
-        return int((-(-sizes // self.batch_size)).sum())
+        if options.drop_last:
+            return int((sizes // options.batch_size).sum())
+        return int((-(-sizes // options.batch_size)).sum())
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -234,10 +184,11 @@ class TileIterableDataset(IterableDataset):
         return state
 
     def __repr__(self) -> str:
+        o = self.options
         return (
             f"TileIterableDataset({len(self.sources)} TFRecords, {sum(s.n_tiles for s in self.sources)} tiles, "
-            f"infinite={self.infinite}, batch_size={self.batch_size}, augment={self.augmenter.letters!r}, "
-            f"standardize={self.standardize}, rank={self.rank}/{self.world_size}, seed={self.seed})"
+            f"infinite={o.infinite}, batch_size={o.batch_size}, augment={o.augment!r}, "
+            f"standardize={o.standardize}, rank={o.rank}/{o.world_size}, seed={o.seed})"
         )
 
     # -- iteration ------------------------------------------------------------------------------------------
@@ -249,34 +200,19 @@ class TileIterableDataset(IterableDataset):
         return self._items(info)
 
     def _items(self, info) -> Iterator:
-        if info is None:
-            plan, worker = ShardPlan(self.rank, self.world_size, 0), 0
-        else:
-            plan, worker = ShardPlan(self.rank, self.world_size, info.num_workers), info.id
-        shard = plan.shard_id(worker)
+        worker, num_workers = (0, 0) if info is None else (info.id, info.num_workers)
         slot = worker % _SLOTS
 
         def count(n: int) -> None:
             self._skipped[slot] += n
 
-        on_skip = skip_handler(self.on_error, count)
-        order_rng, augment_rng = epoch_rngs(self.seed, self.epoch, shard)
-        tiles = iter_shard(
-            self.sources,
-            shard,
-            plan.n_shards,
-            seed=self.seed,
-            infinite=self.infinite,
-            shuffle_buffer=self.shuffle_buffer,
-            verify=self.verify,
-            on_skip=on_skip,
-            indexes=self._indexes,
-            rng=order_rng,
+        shard_pass = start_pass(
+            self.sources, self.options, epoch=self.epoch, worker=worker, num_workers=num_workers,
+            indexes=self._indexes, count=count,
         )
-        augments = AugmentStream(self.augmenter, augment_rng) if self.augmenter else None
-        if self.batch_size is None:
-            return self._samples(tiles, augments, on_skip)
-        return self._batches(tiles, augments, on_skip)
+        if self.options.batch_size is None:
+            return self._samples(*shard_pass)
+        return self._batches(*shard_pass)
 
     def _decode(self, tile: RawTile) -> np.ndarray:
         path = self.sources[tile.source].path
@@ -288,6 +224,7 @@ class TileIterableDataset(IterableDataset):
         return torch.from_numpy(np.array(self.labels.values[source]))
 
     def _samples(self, tiles, augments, on_skip) -> Iterator[tuple]:
+        method, incl_slidenames, incl_loc = self.options.standardize, self.options.incl_slidenames, self.options.incl_loc
         for tile in tiles:
             try:
                 image = self._decode(tile)
@@ -296,13 +233,13 @@ class TileIterableDataset(IterableDataset):
                 continue
             if augments is not None:
                 image = augments.apply(image)
-            if self.standardize:
-                image = standardize(image, self.standardize)
+            if method:
+                image = standardize(image, method)
             tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
             item = [tensor, self._label_of(tile.source)]
-            if self.incl_slidenames:
+            if incl_slidenames:
                 item.append(self.sources[tile.source].slide)
-            if self.incl_loc:
+            if incl_loc:
                 item += [tile.loc_x, tile.loc_y]
             yield tuple(item)
 
@@ -332,7 +269,8 @@ class TileIterableDataset(IterableDataset):
         )
 
     def _batches(self, tiles, augments, on_skip) -> Iterator:
-        size = self.batch_size
+        options = self.options
+        size = options.batch_size
         shape = None
         buffer = place = target = scratch = staging = None
         sources: list[int] = []
@@ -346,7 +284,7 @@ class TileIterableDataset(IterableDataset):
                     on_skip(error, 1)
                     continue
                 scratch = np.empty(shape, np.uint8)
-                if self.standardize or not self.channels_last:
+                if options.standardize or not options.channels_last:
                     # The batch handed out is float32 or NCHW: tiles are decoded into this reused uint8 NHWC
                     # staging batch first and converted once per batch.
                     staging = np.empty((size, *shape), np.uint8)
@@ -380,18 +318,19 @@ class TileIterableDataset(IterableDataset):
             if len(sources) == size:
                 yield self._finish(buffer, place, staging, sources, locations)
                 buffer, sources, locations = None, [], []
-        if sources and not self.drop_last:
+        if sources and not options.drop_last:
             yield self._finish(buffer, place, staging, sources, locations)
 
     def _allocate(self, nhwc: tuple) -> tuple[torch.Tensor, tuple | None]:
         """The tensor a batch of ``nhwc`` tiles is handed out in, and where it sits in this worker's ring."""
-        dtype = torch.float32 if self.standardize else torch.uint8
-        shape = nhwc if self.channels_last else (nhwc[0], nhwc[3], nhwc[1], nhwc[2])
+        standardized, channels_last = self.options.standardize is not None, self.options.channels_last
+        dtype = torch.float32 if standardized else torch.uint8
+        shape = nhwc if channels_last else (nhwc[0], nhwc[3], nhwc[1], nhwc[2])
         info = get_worker_info()
         if info is None:
             # In this process, numpy's memory: glibc hands a freed batch's pages back for the next one, so
             # there are no page faults (a fresh torch.empty costs ~8 per tile, +30 us).
-            return torch.from_numpy(np.empty(shape, dtype=np.float32 if self.standardize else np.uint8)), None
+            return torch.from_numpy(np.empty(shape, dtype=np.float32 if standardized else np.uint8)), None
         ring = self._ring.worker_ring(info.id, self.ring_size) if self.recycle_batches else None
         if ring is None:
             return shared_empty(shape, dtype), None
@@ -399,24 +338,25 @@ class TileIterableDataset(IterableDataset):
         return buffer, (ring, k, token)
 
     def _finish(self, buffer, place, staging, sources, locations):
+        options = self.options
         n = len(sources)
         if staging is not None:
             result = staging[:n]
-            if self.standardize:
-                result = standardize(result, self.standardize, out=buffer.numpy()[:n] if self.channels_last else None)
-            if not self.channels_last:
+            if options.standardize:
+                result = standardize(result, options.standardize, out=buffer.numpy()[:n] if options.channels_last else None)
+            if not options.channels_last:
                 buffer[:n].copy_(torch.from_numpy(result).permute(0, 3, 1, 2))
         labels = np.zeros(n, np.int64) if self.labels is None else self.labels.values[sources]
         rest: list = [labels]
-        if self.incl_slidenames:
+        if options.incl_slidenames:
             rest.append([self.sources[i].slide for i in sources])
-        if self.incl_loc:
+        if options.incl_loc:
             loc = np.array(locations, dtype=np.int64).reshape(n, 2).T
             rest += [loc[0], loc[1]]
         if place is not None:
             ring, k, token = place
-            return ring.package(buffer, k, token, n, self.channels_last, tuple(rest))
-        return assemble(buffer[:n], self.channels_last, rest)
+            return ring.package(buffer, k, token, n, options.channels_last, tuple(rest))
+        return assemble(buffer[:n], options.channels_last, rest)
 
 
 class TileDataLoader(DataLoader):
@@ -571,10 +511,10 @@ def make_torch_loader(
 ) -> TileDataLoader:
     """A ``DataLoader`` yielding ``(images, labels[, slides][, loc_x, loc_y])`` batches of the sources' tiles.
 
-    Options are those of :class:`TileIterableDataset`; in addition:
+    The options are :class:`~slidetiles.loaders.options.LoaderOptions`' (``labels``: as in
+    :class:`TileIterableDataset`); in addition:
 
     Args:
-        num_workers: worker processes decoding in parallel (0: in this process). Each reads its own shard.
         persistent_workers: keep workers between epochs (default: True when ``num_workers > 0``; the epoch
             still reaches them, see the module docstring).
         check: refuse sources whose TFRecords are missing or changed since they were counted, now rather than
@@ -589,28 +529,14 @@ def make_torch_loader(
         >>> images.shape, images.dtype  # doctest: +SKIP
         (torch.Size([32, 3, 299, 299]), torch.uint8)
     """
-    if isinstance(num_workers, bool) or int(num_workers) < 0:
-        raise LoaderError(f"num_workers must be >= 0, got {num_workers!r}")
-    dataset = TileIterableDataset(
-        sources,
-        labels=labels,
-        batch_size=batch_size,
-        drop_last=drop_last,
-        infinite=infinite,
-        augment=augment,
-        color_jitter=color_jitter,
-        standardize=standardize,
-        rank=rank,
-        world_size=world_size,
-        seed=seed,
-        incl_slidenames=incl_slidenames,
-        incl_loc=incl_loc,
-        on_error=on_error,
-        verify=verify,
-        shuffle_buffer=shuffle_buffer,
-        num_workers=num_workers,
+    options = torch_options(
+        batch_size=batch_size, num_workers=num_workers, infinite=infinite, augment=augment, color_jitter=color_jitter,
+        standardize=standardize, rank=rank, world_size=world_size, seed=seed, incl_slidenames=incl_slidenames,
+        incl_loc=incl_loc, on_error=on_error, verify=verify, shuffle_buffer=shuffle_buffer, drop_last=drop_last,
         channels_last=channels_last,
     )
+    num_workers = options.num_workers
+    dataset = TileIterableDataset(sources, options, labels=labels)
     dataset.recycle_batches = True
     dataset.ring_size = (2 if prefetch_factor is None else int(prefetch_factor)) + 3
     if check:

@@ -1,8 +1,9 @@
-"""Generators over the records of one or many TFRecords, with sharding and weighted interleaving.
+"""Slideflow's record loaders (``tfrecord_loader``, ``multi_tfrecord_loader``): thin adapters over the record stream.
 
-Reads go through the index: each file is read in batches of consecutive records with one ``pread`` per batch and
-no file left open between batches, so interleaving thousands of TFRecords holds neither thousands of file
-descriptors nor a large buffer per file.
+Each loader turns its Slideflow arguments (paths, indices, weights, shard, clip, seed) into a
+:class:`~slidetiles.tfrecord.stream.ReadPlan` once, and each pass reads it with :mod:`slidetiles.tfrecord.stream`
+(one ``pread`` per batch of consecutive records, files interleaved by weight), parsing every record with
+:class:`RecordParser`.
 
 Records come in Slideflow's shape (``slideflow.tfrecord.tfrecord_loader``): every feature is a numpy array, bytes
 as ``uint8`` (``bytes(record['image_raw'])``), integers as ``int64`` (``record['loc_x'][0]``), floats as
@@ -17,28 +18,23 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from slidetiles.errors import CorruptLengthError, CorruptRecordError, InvalidExampleError, TruncatedRecordError
+from slidetiles.errors import CorruptRecordError, InvalidExampleError
 from slidetiles.io.example import TILE_FIELDS, Example
-from slidetiles.io.framing import _ROW, FOOTER, HEADER, HEADER_SIZE, fast_scanner, masked_crc32c
 from slidetiles.io.tfrecord2idx import TFRecordIndex, read_index
+from slidetiles.tfrecord.stream import MAX_BATCH_BYTES, ReadPlan, file_records, interleave, shard_bounds
 
-#: Largest read for one file at a time; with many files interleaved it shrinks to fit MEMORY_BUDGET.
-MAX_BATCH_BYTES = 1 << 20
+__all__ = [
+    "FeatureTypeError",
+    "MissingFeatureError",
+    "RecordLoader",
+    "RecordParser",
+    "multi_tfrecord_loader",
+    "shard_bounds",
+    "tfrecord_loader",
+]
+
 #: Bytes of read-ahead held across all files of one multi_tfrecord_loader.
 MEMORY_BUDGET = 256 << 20
-
-
-def shard_bounds(n_records: int, shard: tuple[int, int] | None) -> tuple[int, int]:
-    """Record range ``[lo, hi)`` of shard ``(i, n)``: contiguous, disjoint, and together covering every record."""
-    if shard is None:
-        return 0, n_records
-    try:
-        shard_id, n_shards = (int(v) for v in shard)
-    except (TypeError, ValueError):
-        raise ValueError(f"shard must be a pair (shard_id, n_shards), got {shard!r}") from None
-    if n_shards < 1 or not 0 <= shard_id < n_shards:
-        raise ValueError(f"shard {shard!r}: need n_shards >= 1 and 0 <= shard_id < n_shards")
-    return shard_id * n_records // n_shards, (shard_id + 1) * n_records // n_shards
 
 
 def _as_arr0(path: str, index) -> np.ndarray:
@@ -53,103 +49,6 @@ def _as_arr0(path: str, index) -> np.ndarray:
     if arr_0.ndim != 2 or arr_0.shape[1] != 2:
         raise ValueError(f"{path}: index must be an (n, 2) array of [start, framed length], got shape {arr_0.shape}")
     return arr_0
-
-
-#: Records considered for one batch: enough for 1 MiB of realistic tiles, few enough that finding the batch's end
-#: costs nothing next to reading it, however long the file.
-_BATCH_WINDOW = 1024
-
-
-def read_batch(
-    path: str, arr_0: np.ndarray, lo: int, hi: int, verify: bool = True, batch_bytes: int = MAX_BATCH_BYTES,
-    skipped: list | None = None,
-) -> tuple[int, list[tuple[int, int, memoryview]]]:
-    """Read the next batch of records ``lo..`` (below ``hi``) of ``path`` with one ``pread``.
-
-    Returns ``(next record, [(record, offset, payload view), ...])``: at most ``batch_bytes`` (at least one
-    record), stopping before a damaged record so that the good ones before it are delivered first; the damaged
-    record is raised when it heads the batch (a payload failing its CRC is appended to ``skipped`` instead, when
-    given). The frames are checked by the C walker in one call where it is available, else record by record.
-    """
-    window = arr_0[lo : min(hi, lo + _BATCH_WINDOW)]
-    ends_array = window[:, 0] + window[:, 1]
-    start = int(window[0, 0])
-    j = min(max(int(np.searchsorted(ends_array, start + batch_bytes, side="right")), 1), len(window))
-    offsets = window[:j, 0].tolist()
-    ends = ends_array[:j].tolist()
-    stop = ends[-1]
-    with open(path, "rb", buffering=0) as f:
-        data = os.pread(f.fileno(), stop - start, start)
-    if len(data) < stop - start:
-        bad = next(k for k in range(j) if ends[k] - start > len(data))
-        if bad:
-            j, offsets, ends = bad, offsets[:bad], ends[:bad]
-        else:
-            raise TruncatedRecordError(
-                path, "the file ends inside this record; it is shorter than its index says", lo, offsets[0]
-            )
-    view = memoryview(data)
-    items = []
-    k = 0
-    fast = fast_scanner(verify)
-    if fast is not None:
-        _, rows, _ = fast(data, 0, len(data), start, verify, False)
-        for offset, framed, _, _ in _ROW.iter_unpack(rows):
-            if k >= j or offset != offsets[k] or offset + framed != ends[k]:
-                break
-            rel = offset - start
-            items.append((lo + k, offset, view[rel + HEADER_SIZE : rel + framed - 4]))
-            k += 1
-    # What the C walker stopped at (or everything, without it), one record at a time.
-    for k in range(k, j):
-        offset = offsets[k]
-        rel = offset - start
-        framed = ends[k] - offset
-        length, length_crc = HEADER.unpack_from(data, rel)
-        record = lo + k
-        error = None
-        if length + 16 != framed:
-            error = CorruptLengthError(
-                path,
-                f"the record header says {length} payload bytes, the index {framed - 16}: the length is "
-                "damaged or the index is stale (rebuild it with `slidetiles index --force`)",
-                record,
-                offset,
-            )
-        elif verify and masked_crc32c(view[rel : rel + 8]) != length_crc:
-            error = CorruptLengthError(path, "the record length fails its CRC", record, offset)
-        payload = view[rel + HEADER_SIZE : rel + HEADER_SIZE + length]
-        if error is None and verify and masked_crc32c(payload) != FOOTER.unpack_from(data, rel + HEADER_SIZE + length)[0]:
-            error = CorruptRecordError(path, f"the {length}-byte payload fails its CRC", record, offset)
-            if skipped is not None:
-                skipped.append(error)
-                continue
-        if error is not None:
-            if items:
-                return record, items
-            raise error
-        items.append((record, offset, payload))
-    return lo + j, items
-
-
-def iter_payloads(
-    path: str,
-    arr_0: np.ndarray,
-    lo: int,
-    hi: int,
-    *,
-    verify: bool = True,
-    batch_bytes: int = MAX_BATCH_BYTES,
-    skipped: list | None = None,
-) -> Iterator[tuple[int, int, memoryview]]:
-    """Yield ``(record, offset, payload)`` for records ``lo..hi-1`` of ``path`` using its index ``arr_0``.
-
-    The payload is a view into the current batch; it stays valid as long as it is referenced.
-    """
-    position = lo
-    while position < hi:
-        position, items = read_batch(path, arr_0, position, hi, verify, batch_bytes, skipped)
-        yield from items
 
 
 def _clipped_bounds(n_records: int, clip: int | None, shard) -> tuple[int, int]:
@@ -352,17 +251,39 @@ def tfrecord_loader(
     path = _as_path(data_path)
     arr_0 = _as_arr0(path, index)
     lo, hi = _clipped_bounds(len(arr_0), clip, shard)
-    parse = RecordParser(description)
+    plan = ReadPlan(
+        paths=[path], index_of=[arr_0].__getitem__, ranges=[(lo, hi)], weights=np.ones(1), draw="slideflow",
+        verify=verify, on_skip=_collector(skipped), memory_budget=MAX_BATCH_BYTES,
+    )
+    parse = _dict_parser(plan.paths, description)
 
     def start():
-        return _parse_all(path, parse, iter_payloads(path, arr_0, lo, hi, verify=verify, skipped=skipped))
+        return file_records(plan, 0, parse)
 
     return RecordLoader(start, f"{path} records {lo}..{hi - 1}" if hi > lo else f"{path} (no records)")
 
 
-def _parse_all(path: str, parse: RecordParser, payloads) -> Iterator[dict]:
-    for record, offset, payload in payloads:
-        yield parse(payload, path, record, offset)
+def _dict_parser(paths: Sequence[str], description):
+    """The stream's ``parse`` for Slideflow's loaders: each record as :class:`RecordParser` gives it."""
+    parser = RecordParser(description)
+
+    def parse(i: int, record: int, offset: int, payload) -> dict:
+        return parser(payload, paths[i], record, offset)
+
+    return parse
+
+
+def _collector(skipped: list | None):
+    """The error policy of ``skipped=``: payloads failing their CRC are appended to it, anything else raises."""
+    if skipped is None:
+        return None
+
+    def collect(error: Exception, n_records: int) -> None:
+        if not isinstance(error, CorruptRecordError):
+            raise error
+        skipped.append(error)
+
+    return collect
 
 
 def _normalised_weights(paths: Sequence[str], weights) -> np.ndarray:
@@ -431,59 +352,21 @@ def multi_tfrecord_loader(
         clips = list(clip)
         if len(clips) != len(paths):
             raise ValueError(f"got {len(paths)} TFRecords but {len(clips)} clip values")
-    parse = RecordParser(description)
-
+    parse = _dict_parser(paths, description)
     arrays, bounds = [], []
     for path, index, file_clip in zip(paths, indices, clips):
         arr_0 = _as_arr0(path, index)
         arrays.append(arr_0)
         bounds.append(_clipped_bounds(len(arr_0), file_clip, shard))
-    # Files with nothing to give (no records in this shard, or weight 0) leave the pool up front; otherwise an
-    # infinite loader would spin on them forever.
-    active = [i for i, (lo, hi) in enumerate(bounds) if hi > lo and probabilities[i] > 0]
-    batch_bytes = int(min(MAX_BATCH_BYTES, max(1, MEMORY_BUDGET // max(len(active), 1))))
+    # Files with nothing to give (no records in this shard, or weight 0) are not in plan.active: an infinite loader
+    # would spin on them forever.
+    plan = ReadPlan(
+        paths=paths, index_of=arrays.__getitem__, ranges=bounds, weights=probabilities, draw="slideflow",
+        infinite=bool(infinite), verify=verify, on_skip=_collector(skipped), memory_budget=MEMORY_BUDGET,
+    )
 
     def start():
-        rng = np.random.default_rng(seed)
-        return _interleave(
-            paths, arrays, bounds, probabilities, list(active), infinite, rng, verify, batch_bytes, skipped, parse
-        )
+        return interleave(plan, parse, np.random.default_rng(seed))
 
     mode = "infinite" if infinite else "finite"
-    return RecordLoader(start, f"{len(paths)} TFRecord(s), {len(active)} with records to read, {mode}")
-
-
-def _interleave(paths, arrays, bounds, probabilities, active, infinite, rng, verify, batch_bytes, skipped, parse):
-    def open_file(i):
-        lo, hi = bounds[i]
-        return iter_payloads(paths[i], arrays[i], lo, hi, verify=verify, batch_bytes=batch_bytes, skipped=skipped)
-
-    streams: dict[int, Iterator] = {}
-    cumulative = np.cumsum(probabilities[active]) if active else np.empty(0)
-    # Uniform draws come in blocks (one Generator call per 1024 records instead of one per record); they do not
-    # depend on the weights, so a block stays valid when the pool changes and the sequence stays reproducible.
-    draws = rng.random(1024)
-    used = 0
-    while active:
-        if used == len(draws):
-            draws = rng.random(1024)
-            used = 0
-        slot = int(np.searchsorted(cumulative, draws[used] * cumulative[-1], side="right"))
-        slot = min(slot, len(active) - 1)
-        used += 1
-        i = active[slot]
-        stream = streams.get(i)
-        if stream is None:
-            stream = streams[i] = open_file(i)
-        item = next(stream, None)
-        if item is None and infinite:
-            stream = streams[i] = open_file(i)
-            item = next(stream, None)
-        if item is None:
-            # Exhausted (finite mode), or every record of the file was skipped as corrupt.
-            del streams[i]
-            del active[slot]
-            cumulative = np.cumsum(probabilities[active]) if active else np.empty(0)
-            continue
-        record, offset, payload = item
-        yield parse(payload, paths[i], record, offset)
+    return RecordLoader(start, f"{len(paths)} TFRecord(s), {len(plan.active)} with records to read, {mode}")
