@@ -1,7 +1,8 @@
 """PyTorch training loader: an ``IterableDataset`` over :class:`TileSource` s, and a ``DataLoader`` around it.
 
 Each DataLoader worker reads its own shard (:mod:`slidetiles.loaders.sharding`: worker ``w`` of rank ``r``
-reads shard ``r * num_workers + w`` of ``world_size * num_workers``), decodes JPEGs with simplejpeg
+reads shard ``r * num_workers + w`` of ``world_size * num_workers``; each pass starts with
+:func:`~slidetiles.loaders.tile_stream.start_pass`, as the TensorFlow loader's do), decodes JPEGs with simplejpeg
 (libjpeg-turbo, the fastest decoder measured in ``slidetiles.io.images``), augments and standardises in numpy,
 all inside the worker process.
 

@@ -1,4 +1,6 @@
-"""TFRecord files of tiles: the :class:`TFRecord` object and the record loaders."""
+"""TFRecord files of tiles: :class:`TFRecord` (random access), the record stream every reader is built on
+(:mod:`~slidetiles.tfrecord.stream`: a read plan, each file's records, the interleaving of files), and
+Slideflow's record loaders over it (:mod:`~slidetiles.tfrecord.loaders`)."""
 
 from slidetiles.tfrecord.file import TFRecord
 from slidetiles.tfrecord.loaders import (
@@ -6,9 +8,9 @@ from slidetiles.tfrecord.loaders import (
     MissingFeatureError,
     RecordLoader,
     multi_tfrecord_loader,
-    shard_bounds,
     tfrecord_loader,
 )
+from slidetiles.tfrecord.stream import shard_bounds
 
 __all__ = [
     "FeatureTypeError",
