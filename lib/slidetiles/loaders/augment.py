@@ -40,9 +40,6 @@ import io
 import math
 
 import numpy as np
-from PIL import Image
-
-from slidetiles.io.images import decode_image
 
 __all__ = [
     "AUGMENTATIONS",
@@ -217,6 +214,12 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     # Pillow's encoder, because it produces the same file as TensorFlow's EncodeJpegVariableQuality (the TF
     # loader's op): simplejpeg's encoder differs by up to 15 grey levels at the same quality. Decoding with
     # simplejpeg (accurate IDCT) matches tf.io.decode_jpeg(dct_method='INTEGER_ACCURATE') exactly.
+    # Imported here: only the 'j' augmentation needs Pillow (io.images imports it), and a loader without it,
+    # or the framework-free `import slidetiles.loaders`, should not pay for it.
+    from PIL import Image
+
+    from slidetiles.io.images import decode_image
+
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=int(quality))
     return decode_image(buffer.getvalue())
