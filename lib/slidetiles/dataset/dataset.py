@@ -224,19 +224,6 @@ class Dataset:
         new.state.selection  # as in clip()
         return new
 
-    # -- labels, numbered as Slideflow numbers them (slidetiles.dataset.labels) --------------------------------------
-    def label_categories(self, headers: str | Sequence[str]) -> dict[str, list[str]]:
-        """``{header: sorted values}``: the categories :meth:`labels` numbers, as Slideflow does.
-
-        The values of every annotated slide passing the filters, slides without a TFRecord included (see
-        ``unmatched['slides_without_tfrecord']``), so the indices agree with Slideflow's ``Dataset.labels()``.
-
-        Example:
-            >>> ds.label_categories('subtype')  # doctest: +SKIP
-            {'subtype': ['A', 'B', 'C']}
-        """
-        return labelling.label_categories(self._state, headers)
-
     # -- information ---------------------------------------------------------------------------------------------
     @property
     def tile_px(self) -> int | None:
@@ -383,6 +370,19 @@ class Dataset:
         """
         return self._state.selection.unmatched()
 
+    # -- labels, numbered as Slideflow numbers them (slidetiles.dataset.labels) ----------------------------------
+    def label_categories(self, headers: str | Sequence[str]) -> dict[str, list[str]]:
+        """``{header: sorted values}``: the categories :meth:`labels` numbers, as Slideflow does.
+
+        The values of every annotated slide passing the filters, slides without a TFRecord included (see
+        ``unmatched['slides_without_tfrecord']``), so the indices agree with Slideflow's ``Dataset.labels()``.
+
+        Example:
+            >>> ds.label_categories('subtype')  # doctest: +SKIP
+            {'subtype': ['A', 'B', 'C']}
+        """
+        return labelling.label_categories(self._state, headers)
+
     def is_float(self, header: str) -> bool:
         """Whether every value of ``header`` reads as a number, over the rows Slideflow checks: every annotated
         slide passing the filters, slides without a TFRecord included (so ``use_float='auto'`` decides as
@@ -415,6 +415,7 @@ class Dataset:
         """
         return labelling.encode_labels(self._state, headers, use_float, assign, format)
 
+    # -- slides and TFRecords on disk ----------------------------------------------------------------------------
     def extract_tiles(self, **kwargs) -> dict:
         """Tile every slide of the sources into ``<tfrecords>/<tile label>/`` (Slideflow's arguments).
 
