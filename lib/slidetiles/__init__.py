@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Dataset": "slidetiles.dataset",
     "load_project": "slidetiles.dataset",
-    "loaders_from_artifacts": "slidetiles.dataset.loading",
+    "loaders_from_artifacts": "slidetiles.dataset.artifacts",
     "TFRecord": "slidetiles.tfrecord",
     "tfrecord_loader": "slidetiles.tfrecord",
     "multi_tfrecord_loader": "slidetiles.tfrecord",

@@ -11,6 +11,7 @@ and :mod:`~slidetiles.dataset.catalog` (TFRecords and their tile counts from ind
 :mod:`~slidetiles.dataset.manifest` (a state as the JSON artifact), :mod:`~slidetiles.dataset.summary` (a state as
 text), :mod:`~slidetiles.dataset.splitting`, :mod:`~slidetiles.dataset.extraction` and
 :mod:`~slidetiles.dataset.loading` (splits, tile extraction and loaders of a Dataset),
+:mod:`~slidetiles.dataset.artifacts` (loaders from a manifest and a splits file),
 :mod:`~slidetiles.dataset.project` (Slideflow project folders).
 """
 

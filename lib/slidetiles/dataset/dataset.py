@@ -24,6 +24,7 @@ from slidetiles.dataset.catalog import Catalog, empty_frame, scan_catalog
 from slidetiles.dataset.clipping import make_clip_spec
 from slidetiles.dataset.extraction import extract_dataset_tiles
 from slidetiles.dataset.imageformat import first_image_format
+from slidetiles.dataset.loading import tensorflow_dataset, torch_loader
 from slidetiles.dataset.manifest import manifest_document, read_state, write_manifest
 from slidetiles.dataset.sources import (
     parse_tile_px,
@@ -592,15 +593,10 @@ class Dataset:
             >>> loader = ds.torch(labels='subtype', batch_size=64, num_workers=2, augment='xyr', seed=0)  # doctest: +SKIP
             >>> loader.set_epoch(1)  # doctest: +SKIP
         """
-        # loading.py imports Dataset (for loaders_from_artifacts) and the loaders: imported on use, no import circle.
-        from slidetiles.dataset.loading import torch_loader
-
         return torch_loader(self, labels, batch_size, use_float=use_float, **options)
 
     def tensorflow(self, labels=None, batch_size: int = 32, *, use_float=False, **options):
         """A ``tf.data.Dataset`` over the retained tiles, with the options of :meth:`torch` (NHWC batches)."""
-        from slidetiles.dataset.loading import tensorflow_dataset  # imported on use, as in torch()
-
         return tensorflow_dataset(self, labels, batch_size, use_float=use_float, **options)
 
     def __repr__(self) -> str:
