@@ -93,6 +93,17 @@ def write_tfrecord(path, n: int, slide: str | None = None, *, index: bool = True
     return path
 
 
+def write_named_records(path, slide: str, n: int) -> str:
+    """A TFRecord of ``n`` records whose payload names them (``b"<slide>:<i>"``, at location ``(i, 0)``), indexed:
+    for tests of record order, where what matters is which record came, not its pixels."""
+    with TFRecordWriter(path) as writer:
+        for i in range(n):
+            writer.write_tile(f"{slide}:{i}".encode(), slide, i, 0)
+    arr_0, locations = writer.index_arrays()
+    save_index(path, arr_0, locations)
+    return str(path)
+
+
 def annotations_frame(rows=COHORT) -> pd.DataFrame:
     return pd.DataFrame(
         [r[:6] for r in rows], columns=["slide", "patient", "site", "label", "flag", "score"]

@@ -8,23 +8,16 @@ import pytest
 
 from slidetiles.errors import CorruptRecordError
 from slidetiles.io import tfrecord2idx
-from slidetiles.io.writer import TFRecordWriter
 from slidetiles.loaders import LoaderError, LoaderOptions, TileSource, iter_shard, start_pass
 from slidetiles.tfrecord import multi_tfrecord_loader
 from slidetiles.tfrecord.stream import ReadPlan, file_records, interleave
 
-
-def make_file(path, slide, n):
-    with TFRecordWriter(path) as writer:
-        for i in range(n):
-            writer.write_tile(f"{slide}:{i}".encode(), slide, i, 0)
-    tfrecord2idx.create_index(path)
-    return str(path)
+from helpers import write_named_records
 
 
 @pytest.fixture
 def files(tmp_path):
-    return [make_file(tmp_path / f"s{k}.tfrecords", f"s{k}", n) for k, n in enumerate([7, 13, 1, 30, 4])]
+    return [write_named_records(tmp_path / f"s{k}.tfrecords", f"s{k}", n) for k, n in enumerate([7, 13, 1, 30, 4])]
 
 
 def name(i, record, offset, payload):

@@ -12,18 +12,12 @@ from slidetiles.tfrecord import multi_tfrecord_loader, shard_bounds, tfrecord_lo
 from slidetiles.tfrecord.loaders import FeatureTypeError, MissingFeatureError
 from slidetiles.io.writer import TFRecordWriter
 
-
-def make_file(path, slide, n):
-    with TFRecordWriter(path) as writer:
-        for i in range(n):
-            writer.write_tile(f"{slide}:{i}".encode(), slide, i, 0)
-    tfrecord2idx.create_index(path)
-    return str(path)
+from helpers import write_named_records
 
 
 @pytest.fixture
 def files(tmp_path):
-    return [make_file(tmp_path / f"s{k}.tfrecords", f"s{k}", n) for k, n in enumerate([7, 13, 1, 30])]
+    return [write_named_records(tmp_path / f"s{k}.tfrecords", f"s{k}", n) for k, n in enumerate([7, 13, 1, 30])]
 
 
 def keys(records):
@@ -198,6 +192,6 @@ def test_corrupt_record_raises_or_is_skipped(files):
 
 
 def test_interleaving_many_files_keeps_memory_bounded(tmp_path):
-    paths = [make_file(tmp_path / f"m{k}.tfrecords", f"m{k}", 3) for k in range(300)]
+    paths = [write_named_records(tmp_path / f"m{k}.tfrecords", f"m{k}", 3) for k in range(300)]
     got = keys(multi_tfrecord_loader(paths, infinite=False, seed=1))
     assert len(got) == 900
