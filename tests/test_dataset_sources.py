@@ -10,7 +10,7 @@ from helpers import annotations_frame, write_tfrecord
 import slidetiles
 from slidetiles import Dataset, load_project
 from slidetiles.dataset import tile_label
-from slidetiles.dataset.sources import parse_tile_um
+from slidetiles.tile_size import parse_tile_um
 from slidetiles.errors import DatasetError
 
 

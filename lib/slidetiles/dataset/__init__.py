@@ -17,6 +17,6 @@ text), :mod:`~slidetiles.dataset.splitting`, :mod:`~slidetiles.dataset.extractio
 
 from slidetiles.dataset.dataset import Dataset
 from slidetiles.dataset.project import Project, load_project
-from slidetiles.dataset.sources import tile_label
+from slidetiles.tile_size import tile_label
 
 __all__ = ["Dataset", "Project", "load_project", "tile_label"]

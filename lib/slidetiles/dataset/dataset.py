@@ -26,13 +26,7 @@ from slidetiles.dataset.extraction import extract_dataset_tiles
 from slidetiles.dataset.imageformat import first_image_format
 from slidetiles.dataset.loading import tensorflow_dataset, torch_loader
 from slidetiles.dataset.manifest import manifest_document, read_state, write_manifest
-from slidetiles.dataset.sources import (
-    parse_tile_px,
-    parse_tile_um,
-    select_sources,
-    source_from_paths,
-    tile_label,
-)
+from slidetiles.dataset.sources import select_sources, source_from_paths
 from slidetiles.dataset.splitting import kfold_split_dataset, split_dataset
 from slidetiles.dataset.state import DatasetState, LoadedData
 from slidetiles.dataset.summary import render_summary
@@ -40,6 +34,7 @@ from slidetiles.dataset.tilecounts import count_tiles, rebuild_indexes
 from slidetiles.errors import DatasetError
 from slidetiles.io.tfrecord2idx import find_index
 from slidetiles.splits.spec import SplitSpec
+from slidetiles.tile_size import parse_tile_px, parse_tile_um, tile_label
 
 
 class Dataset:

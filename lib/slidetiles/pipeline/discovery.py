@@ -11,12 +11,12 @@ import logging
 import os
 from dataclasses import dataclass
 
-from slidetiles.dataset import tile_label
 from slidetiles.dataset.extraction import SLIDE_EXTENSIONS
 from slidetiles.demo import demo_slide_files
 # ConfigError lives in slidetiles.errors with the others; importing it from here still works.
 from slidetiles.errors import ConfigError, SplitError
 from slidetiles.io.tiles import TILE_EXTENSIONS, check_name
+from slidetiles.tile_size import tile_label
 
 log = logging.getLogger(__name__)
 

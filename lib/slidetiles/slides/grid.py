@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slidetiles.dataset.sources import parse_tile_um, tile_label
+from slidetiles.tile_size import parse_tile_um, tile_label
 
 _MAG = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*[xX]\s*$")
 # A level "has" a magnification when its own is this close (relative): Aperio level sizes are rounded down, so a
