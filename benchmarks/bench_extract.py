@@ -123,12 +123,12 @@ def ceiling_inputs(path: str, tile_px: int, tile_um: int):
     import cv2
     import tifffile
 
-    from slidetiles.slides.extract import _background, read_tiles
+    from slidetiles.slides.extract import background_fractions, read_tiles
     from slidetiles.slides.wsi import WSI
 
     wsi = WSI(path, tile_px, tile_um)
     corners = wsi.kept_corners()
-    _, gray = _background(wsi, corners, 230, 0.05)
+    _, gray = background_fractions(wsi, corners, 230, 0.05)
     corners = corners[gray <= 0.6]
     size = wsi.size
     with tifffile.TiffFile(path) as tif:
@@ -159,7 +159,7 @@ def ceiling(raw, tiles, threads: int, resize=None) -> None:
     import pyvips
     import simplejpeg
 
-    from slidetiles.slides.extract import _resized
+    from slidetiles.slides.extract import resize_tile
 
     def decode(data):
         return simplejpeg.decode_jpeg(data, colorspace="RGB").shape
@@ -169,7 +169,7 @@ def ceiling(raw, tiles, threads: int, resize=None) -> None:
 
     def shrink(region):
         n = resize[1].extract_px
-        return len(_resized(pyvips.Image.new_from_memory(region.data, n, n, 3, "uchar"), resize[1]).write_to_memory())
+        return len(resize_tile(pyvips.Image.new_from_memory(region.data, n, n, 3, "uchar"), resize[1]).write_to_memory())
 
     if threads <= 1:
         list(map(decode, raw))
@@ -211,7 +211,7 @@ def stage_profile(path: str, tile_px: int, tile_um: int, runs: int = 3) -> dict:
     size, n = wsi.size, wsi.size.extract_px
     corners = wsi.kept_corners()
     out = {}
-    out["background"], (_, gray) = best(lambda: extract._background(wsi, corners, 230, 0.05))
+    out["background"], (_, gray) = best(lambda: extract.background_fractions(wsi, corners, 230, 0.05))
     corners = corners[gray <= 0.6]
     runs_ = list(extract._runs(corners, size.level_downsample, n, n * extract.RUN_TILES, n // 4))
 
@@ -227,7 +227,7 @@ def stage_profile(path: str, tile_px: int, tile_um: int, runs: int = 3) -> dict:
         for (start, stop, x0, _, width), region in zip(runs_, regions):
             image = pyvips.Image.new_from_memory(region.data, width, n, 3, "uchar")
             for x in offsets[start:stop]:
-                data = extract._resized(image.crop(x - x0, 0, n, n), size).write_to_memory()
+                data = extract.resize_tile(image.crop(x - x0, 0, n, n), size).write_to_memory()
                 tiles.append(np.frombuffer(data, np.uint8).reshape(tile_px, tile_px, 3))
         return tiles
 

@@ -1,7 +1,6 @@
 """TFRecord framing and sequential reading: round trips, every kind of damage, and fuzzing."""
 
 import os
-import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -9,7 +8,7 @@ from hypothesis import strategies as st
 
 from slidetiles import errors
 from slidetiles.io.example import WireError, build_example, scan_locations, tile_example
-from slidetiles.io.framing import encode_frame, masked_crc32c, scan_frames
+from slidetiles.io.framing import masked_crc32c, scan_frames
 from slidetiles.io.reader import iter_records, verify_tfrecord
 from slidetiles.io.writer import TFRecordWriter
 

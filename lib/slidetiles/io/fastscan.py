@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import queue
-import struct
 import threading
 
 import numpy as np
@@ -34,15 +33,16 @@ from slidetiles.io.framing import (
     FRAME_OVERHEAD,
     HEADER_SIZE,
     LENGTH,
-    _not_a_tfrecord,
+    SCAN_ROW,
     fast_scanner,
     length_crc_error,
+    not_a_tfrecord_error,
     open_tfrecord,
     overrun_error,
 )
 
 try:
-    from slidetiles.io import _fastscan
+    import slidetiles.io._fastscan as _fastscan
 except ImportError:  # not compiled (no C compiler at install time): the pure-Python path serves
     _fastscan = None
 
@@ -56,8 +56,6 @@ CHUNK_SIZE = 512 << 10
 _SPARE_BUFFERS = 4
 _spare: dict[int, list[bytearray]] = {}
 _spare_lock = threading.Lock()
-
-_ROW = struct.Struct("=qqqq")  # one record as the C side packs it: offset, framed length, loc_x, loc_y
 
 if _fastscan is not None:
     _NEED_HEADER = _fastscan.STOP_NEED_HEADER
@@ -118,7 +116,7 @@ def _walk(path: str, size: int, source, verify: bool):
         pos, rows, status = scan(buf, pos, end, base, verify, want_locations)
         if rows:
             parts.append(rows)
-            record += len(rows) // _ROW.size
+            record += len(rows) // SCAN_ROW.size
         offset = base + pos
         # The checks below are scan_frames' and build_index's, in their order, for the record at `offset`.
         if status == _NEED_HEADER:
@@ -126,7 +124,7 @@ def _walk(path: str, size: int, source, verify: bool):
                 break
             if offset + HEADER_SIZE > size:
                 if offset == 0:
-                    raise _not_a_tfrecord(path, bytes(buf[pos:end]), f"the file is only {size} bytes long")
+                    raise not_a_tfrecord_error(path, bytes(buf[pos:end]), f"the file is only {size} bytes long")
                 raise TruncatedRecordError(
                     path, f"the file ends {size - offset} bytes into a 12-byte record header", record, offset
                 )
@@ -153,7 +151,7 @@ def _walk(path: str, size: int, source, verify: bool):
             want_locations = False
         else:
             python_locations.append((record, location[0], location[1]))
-        parts.append(_ROW.pack(offset, framed, 0, 0))
+        parts.append(SCAN_ROW.pack(offset, framed, 0, 0))
         record += 1
         pos += framed
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from crc32c import crc32c
 
 try:
-    from slidetiles.io import _fastscan
+    import slidetiles.io._fastscan as _fastscan
 except ImportError:  # the optional C extension was not compiled: everything below works without it
     _fastscan = None
 
@@ -41,7 +41,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_SIZE = 1 << 20
 
 
-_ROW = struct.Struct("=qqqq")  # a frame as the C walker reports it: offset, framed length, loc_x, loc_y
+SCAN_ROW = struct.Struct("=qqqq")  # a frame as the C walker reports it: offset, framed length, loc_x, loc_y
 
 
 def fast_scanner(verify: bool = True):
@@ -129,7 +129,8 @@ def check_regular(path) -> os.stat_result:
     return st
 
 
-def _not_a_tfrecord(path, head: bytes, reason: str) -> NotATFRecordError:
+def not_a_tfrecord_error(path, head: bytes, reason: str) -> NotATFRecordError:
+    """The error for a file whose first bytes ``head`` are no TFRecord; a GZIP header gets its own reason."""
     if head.startswith(_GZIP_MAGIC):
         reason = "starts with the GZIP magic bytes: this looks like a compressed TFRecord"
     return NotATFRecordError(path, reason, 0, 0)
@@ -138,14 +139,14 @@ def _not_a_tfrecord(path, head: bytes, reason: str) -> NotATFRecordError:
 def length_crc_error(path, header: bytes, record: int, offset: int) -> TFRecordError:
     """A length field that fails its CRC: at byte 0 the file is not a TFRecord at all, elsewhere it is damaged."""
     if offset == 0:
-        return _not_a_tfrecord(path, bytes(header), "the first record header fails its CRC")
+        return not_a_tfrecord_error(path, bytes(header), "the first record header fails its CRC")
     return CorruptLengthError(path, "the record length fails its CRC", record, offset)
 
 
 def overrun_error(path, header: bytes, length: int, size: int, record: int, offset: int, verify: bool) -> TFRecordError:
     """A frame that claims more bytes than the file has left (a truncated file, or unchecked garbage at byte 0)."""
     if offset == 0 and not verify and length > size:
-        return _not_a_tfrecord(path, bytes(header), f"the first record claims {length} bytes")
+        return not_a_tfrecord_error(path, bytes(header), f"the first record claims {length} bytes")
     return TruncatedRecordError(
         path,
         f"the record claims {length} payload bytes but the file ends {size - offset - HEADER_SIZE} bytes after its "
@@ -201,7 +202,7 @@ def scan_frames(
                 # skipped records are exactly the pure-Python path's.
                 new_pos, rows, _ = fast(buf, pos, min(filled, stop - base), base, verify, False)
                 if rows:
-                    for offset, framed, _, _ in _ROW.iter_unpack(rows):
+                    for offset, framed, _, _ in SCAN_ROW.iter_unpack(rows):
                         data_start = offset - base + HEADER_SIZE
                         yield record, offset, view[data_start : data_start + framed - FRAME_OVERHEAD]
                         record += 1
@@ -211,7 +212,7 @@ def scan_frames(
             if filled - pos < HEADER_SIZE:
                 if offset + HEADER_SIZE > size:
                     if offset == 0:
-                        raise _not_a_tfrecord(path, bytes(view[:filled]), f"the file is only {size} bytes long")
+                        raise not_a_tfrecord_error(path, bytes(view[:filled]), f"the file is only {size} bytes long")
                     raise TruncatedRecordError(
                         path, f"the file ends {size - offset} bytes into a 12-byte record header", record, offset
                     )

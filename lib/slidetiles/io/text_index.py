@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from slidetiles.errors import TFRecordIndexError
-from slidetiles.io import tfrecord2idx
+import slidetiles.io.tfrecord2idx as tfrecord2idx
 from slidetiles.io.writer import atomic_write
 
 TEXT_INDEX_SUFFIX = ".tfindex"

@@ -106,7 +106,7 @@ def encode_tile(rgb: np.ndarray, img_format: str = "jpg", quality: int = DEFAULT
     return buf.tobytes()
 
 
-def _resized(image, size):
+def resize_tile(image, size):
     """``image`` (``extract_px`` square) resized to ``tile_px`` by libvips' Lanczos-3 kernel, as Slideflow."""
     if size.extract_px != size.tile_px:
         image = image.resize(size.tile_px / size.extract_px, kernel="lanczos3")
@@ -129,7 +129,7 @@ def read_tile(wsi, x: int, y: int) -> np.ndarray:
     size = wsi.size
     ds = size.level_downsample
     n = size.extract_px
-    image = _resized(wsi.reader.read_vips(size.level, int(x // ds), int(y // ds), n, n), size)
+    image = resize_tile(wsi.reader.read_vips(size.level, int(x // ds), int(y // ds), n, n), size)
     return wsi.reader.to_array(image, f"the tile at level-0 ({x}, {y})")
 
 
@@ -160,11 +160,11 @@ def read_tiles(wsi, corners: np.ndarray, run_tiles: int = 0) -> np.ndarray:
             region = source.copy_memory()
         except pyvips.Error as exc:
             where = f"level {size.level}, ({x0}, {y0}) {width}x{n}"
-            raise wsi.reader._error(f"cannot read the tiles' region at {where}", exc) from None
+            raise wsi.reader.format_error(f"cannot read the tiles' region at {where}", exc) from None
         # One libvips evaluation per tile: an arrayjoin of the run's resized tiles, evaluated at once, took 1.5-2.5x
         # as long (its output strips span every tile, and each resize recomputes the rows its strips overlap).
         for i, x in enumerate(offsets[start:stop].tolist(), start):
-            tile = _resized(region.crop(x - x0, 0, n, n), size)
+            tile = resize_tile(region.crop(x - x0, 0, n, n), size)
             out[i] = wsi.reader.to_array(tile, f"the tile at level-0 {tuple(corners[i].tolist())}")
         del source, region
     return out
@@ -213,7 +213,7 @@ def _runs(corners: np.ndarray, ds: float, n: int, max_span: int, max_gap: int | 
             start = i
 
 
-def _background(
+def background_fractions(
     wsi, corners: np.ndarray, ws_threshold: float, gs_threshold: float, threads: int = 1, band_span: int = 0
 ):
     """Whitespace and grayspace fraction of each tile, judged where Slideflow judges them.
@@ -309,7 +309,7 @@ def _extract(wsi, tfrecord_dir, tiles_dir, img_format, report, quality, ws_f, ws
     removed_corners = dict(wsi.removed_corners())
     white = gray = None
     if ws_f < 1 or gs_f < 1:
-        white, gray = _background(wsi, corners, ws_t, gs_t, threads)
+        white, gray = background_fractions(wsi, corners, ws_t, gs_t, threads)
         reasons = background.background_reasons(white, gray, ws_f, gs_f)
         for reason in (background.WHITESPACE, background.GRAYSPACE):
             removed[reason] = int(np.sum(reasons == reason))

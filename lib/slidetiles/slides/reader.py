@@ -92,7 +92,7 @@ class SlideReader:
         try:
             data = image.write_to_memory()
         except pyvips.Error as exc:
-            raise self._error(f"cannot read {what}", exc) from None
+            raise self.format_error(f"cannot read {what}", exc) from None
         return np.frombuffer(data, np.uint8).reshape(image.height, image.width, image.bands)
 
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -107,7 +107,8 @@ class SlideReader:
     def __exit__(self, *exc):
         self.close()
 
-    def _error(self, message: str, exc: BaseException | None = None) -> SlideFormatError:
+    def format_error(self, message: str, exc: BaseException | None = None) -> SlideFormatError:
+        """A :class:`SlideFormatError` naming this slide: ``message``, then the cause ``exc`` in brackets."""
         detail = f" ({exc})" if exc is not None else ""
         return SlideFormatError(self.path, f"{message}{detail}")
 
@@ -164,7 +165,7 @@ class VipsTiffReader(SlideReader):
                 # fail_on="error": a damaged JPEG tile is an error, not a silently grey tile in a training set.
                 image = self._pyvips.Image.tiffload(self.path, access="random", fail_on="error", **self._loads[level])
             except self._pyvips.Error as exc:
-                raise self._error(f"libvips cannot open pyramid level {level}", exc) from None
+                raise self.format_error(f"libvips cannot open pyramid level {level}", exc) from None
             if image.bands == 4:
                 image = image.flatten(background=[PAD_VALUE] * 3)
             self._images[level] = image
@@ -208,7 +209,7 @@ class VipsTiffReader(SlideReader):
         try:
             data = image.crop(x, y, width, height).write_to_memory()
         except self._pyvips.Error as exc:
-            raise self._error(f"cannot read the region at level {level}, ({x}, {y}) {width}x{height}", exc) from None
+            raise self.format_error(f"cannot read the region at level {level}, ({x}, {y}) {width}x{height}", exc) from None
         return np.frombuffer(data, np.uint8).reshape(height, width, 3)
 
     def read_vips(self, level, x, y, width, height):
@@ -235,7 +236,7 @@ class OpenSlideReader(SlideReader):
         try:
             self._slide = openslide.OpenSlide(path)
         except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as exc:
-            raise self._error("OpenSlide cannot open the slide", exc) from None
+            raise self.format_error("OpenSlide cannot open the slide", exc) from None
         self._openslide = openslide
         self.level_dimensions = tuple(tuple(int(v) for v in d) for d in self._slide.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in self._slide.level_downsamples)
@@ -248,7 +249,7 @@ class OpenSlideReader(SlideReader):
         try:
             rgba = np.asarray(self._slide.read_region((int(round(x * ds)), int(round(y * ds))), level, (width, height)))
         except self._openslide.OpenSlideError as exc:
-            raise self._error(f"cannot read the region at level {level}, ({x}, {y}) {width}x{height}", exc) from None
+            raise self.format_error(f"cannot read the region at level {level}, ({x}, {y}) {width}x{height}", exc) from None
         # OpenSlide gives premultiplied RGBA with alpha 0 where nothing was scanned: white there, as glass.
         alpha = rgba[..., 3:4].astype(np.uint16)
         rgb = rgba[..., :3].astype(np.uint16) + (PAD_VALUE * (255 - alpha) + 127) // 255

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from slidetiles.errors import SplitError
-from slidetiles.splits import splits_file, strategies
+import slidetiles.splits.splits_file as splits_file
+import slidetiles.splits.strategies as strategies
 from slidetiles.splits.spec import STRATEGIES, SplitSpec
 from slidetiles.splits.cohort import (
     label_categories,
@@ -234,7 +235,7 @@ def plan_split(slides_df: pd.DataFrame, spec: SplitSpec | None = None, *, model_
             fingerprint_extra = {"k_fold_header": k_fold_header,
                                  "folds": {p: values[i] for i, fold in enumerate(manual_folds) for p in fold}}
         else:
-            k = strategies._check_k(k_fold, len(table))
+            k = strategies.check_k(k_fold, len(table))
 
     def build() -> dict:
         entry_extra = dict(extra)

@@ -30,7 +30,7 @@ from slidetiles.errors import SplitError, listing
 from slidetiles.splits.cohort import SplitWarning, is_blank, label_values, natural_key
 from slidetiles.splits.preserved_site import solve_preserved_site
 # The checks shared with the split spec live there; re-exported here, where callers have long found them.
-from slidetiles.splits.spec import check_fraction, check_model_type, check_seed  # noqa: F401
+from slidetiles.splits.spec import check_fraction, check_k_fold, check_model_type, check_seed  # noqa: F401
 
 _TWO_64 = 1 << 64
 
@@ -59,11 +59,9 @@ class _Stream:
         return out
 
 
-def _check_k(k, n_patients: int, what: str = "folds") -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise SplitError(f"k_fold must be an integer, not {k!r}")
-    if k < 2:
-        raise SplitError(f"k-fold cross-validation needs at least 2 folds, got k_fold={k}")
+def check_k(k, n_patients: int, what: str = "folds") -> int:
+    """``k`` as an int of at least 2 that ``n_patients`` patients can fill, one patient per fold at least."""
+    k = check_k_fold(k, 2)
     if n_patients < k:
         raise SplitError(f"too few patients for {k} {what}: {n_patients} patient(s); each fold needs at least one "
                          f"patient (use fewer folds or more data)")
@@ -117,7 +115,7 @@ def kfold_partition(table: pd.DataFrame, k: int, seed: int = 0, model_type: str 
     check_model_type(model_type)
     seed = check_seed(seed)
     patients = _sorted_patients(table)
-    k = _check_k(k, len(patients))
+    k = check_k(k, len(patients))
     stream = _Stream(seed)
     order = stream.shuffled(patients)
     if _stratified(table, model_type):
@@ -349,7 +347,7 @@ def preserved_site_partition(table: pd.DataFrame, k: int, seed: int = 0, time_li
     if k > len(sites):
         raise SplitError(f"k-fold-preserved-site with k_fold={k} needs at least {k} sites, found {len(sites)} "
                          f"({listing(sites)}): every site goes wholly into one fold")
-    _check_k(k, len(table))
+    check_k(k, len(table))
     solution = solve_preserved_site(counts, k, seed=seed, time_limit=time_limit, site_names=sites)
     assignment = [int(f) for f in solution.assignment]
     if len(assignment) != len(sites) or any(not 0 <= f < k for f in assignment):

@@ -29,7 +29,7 @@ from typing import TypeVar
 import numpy as np
 
 from slidetiles.errors import CorruptLengthError, CorruptRecordError, TFRecordError, TruncatedRecordError
-from slidetiles.io.framing import _ROW, FOOTER, HEADER, HEADER_SIZE, fast_scanner, masked_crc32c
+from slidetiles.io.framing import FOOTER, HEADER, HEADER_SIZE, SCAN_ROW, fast_scanner, masked_crc32c
 
 __all__ = ["DRAWS", "MAX_BATCH_BYTES", "ReadPlan", "file_records", "interleave", "read_batch", "shard_bounds"]
 
@@ -95,7 +95,7 @@ def read_batch(
     fast = fast_scanner(verify)
     if fast is not None:
         _, rows, _ = fast(data, 0, len(data), start, verify, False)
-        for offset, framed, _, _ in _ROW.iter_unpack(rows):
+        for offset, framed, _, _ in SCAN_ROW.iter_unpack(rows):
             if k >= j or offset != offsets[k] or offset + framed != ends[k]:
                 break
             rel = offset - start
