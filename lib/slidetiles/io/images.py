@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import TileImageError
 
-__all__ = ["detect_image_format", "decode_image", "check_image", "to_lossless_png"]
+__all__ = ["detect_image_format", "decode_image", "decode_image_into", "check_image", "to_lossless_png"]
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -133,6 +133,28 @@ def decode_image(data, *, format: str = "numpy", device=None, name: str | None =
         raise ValueError(f"img_type must be 'jpeg', 'jpg', 'png' or None, got {img_type!r}")
     image = _decode_as(data, format, device, name)
     return image if transform is None else transform(image)
+
+
+def decode_image_into(data, out: np.ndarray, *, name: str | None = None) -> tuple[int, ...]:
+    """Decode a JPEG or PNG into ``out`` (a uint8 height x width x 3 array, e.g. one slot of a batch) and return
+    the image's shape.
+
+    A JPEG of ``out``'s size is decoded straight into it, with no intermediate array (the training loaders' hot
+    path); anything else goes through :func:`decode_image`. When the returned shape is not ``out.shape``, ``out``
+    holds no image and the caller decides what a tile of another size means.
+
+    Raises:
+        TileImageError: as :func:`decode_image`, naming ``name``.
+    """
+    if _simplejpeg is not None and data[:3] == _JPEG_MAGIC:
+        try:
+            return _simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out).shape
+        except ValueError:
+            pass  # the buffer is too small (a larger tile), or a JPEG simplejpeg rejects: the general path says
+    image = decode_image(data, name=name)
+    if image.shape == out.shape:
+        out[...] = image
+    return image.shape
 
 
 def _decode_as(data, format: str, device, name: str) -> Any:

@@ -60,21 +60,14 @@ from multiprocessing import reduction
 import numpy as np
 
 from slidetiles.errors import TileImageError
-from slidetiles.io.images import decode_image
 from slidetiles.loaders.options import LoaderOptions
 from slidetiles.loaders.sources import LoaderError, TileSource
-from slidetiles.loaders.tile_stream import IndexCache, RawTile, start_pass
-
-try:
-    import simplejpeg as _simplejpeg
-except ImportError:  # pragma: no cover - simplejpeg is a dependency; decode_image falls back to Pillow
-    _simplejpeg = None
+from slidetiles.loaders.tile_stream import IndexCache, decode_tile_into, start_pass, wrong_size_error
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchSpec", "BatchWorkers"]
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
 _PAGE = mmap.PAGESIZE
 #: int64 entries before the state table: [0] the pass the workers should be running (0: none).
 _HEADER = 8
@@ -204,34 +197,6 @@ def _worker_main(spec: BatchSpec, worker: int, layout: _Layout, conn, shared: _F
         return  # Ctrl-C reaches the whole process group; the consumer reports it
 
 
-def _decode_into(spec: BatchSpec, tile: RawTile, out: np.ndarray) -> None:
-    """Decode ``tile`` into ``out`` (one HWC slot): simplejpeg straight into it, anything else through
-    :func:`~slidetiles.io.images.decode_image` (the same steps as the torch loader's workers)."""
-    data = tile.image
-    if _simplejpeg is not None and data[:3] == _JPEG_MAGIC:
-        try:
-            decoded = _simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
-        except ValueError:
-            decoded = None  # buffer too small (a larger tile), or a JPEG simplejpeg rejects: the general path
-        if decoded is not None:
-            if decoded.shape != out.shape:
-                _wrong_size(spec, tile, decoded.shape, out.shape)
-            return
-    path = spec.sources[tile.source].path
-    image = decode_image(data, name=f"{path}, record {tile.record} at byte offset {tile.offset}")
-    if image.shape != out.shape:
-        _wrong_size(spec, tile, image.shape, out.shape)
-    out[...] = image
-
-
-def _wrong_size(spec: BatchSpec, tile: RawTile, got, expected):
-    raise TileImageError(
-        spec.sources[tile.source].path,
-        f"record {tile.record} at byte offset {tile.offset}: the tile is {got[1]}x{got[0]} px but this loader's "
-        f"batches hold {expected[1]}x{expected[0]} px tiles; a loader needs tiles of one size",
-    )
-
-
 def _take(states: np.ndarray, table: np.ndarray, pass_id: int, parent: int) -> int:
     """A free buffer of this worker (marked SENT from now on), or -1: every buffer is held by the consumer."""
     delay = 0.0002
@@ -281,11 +246,11 @@ def _run_pass(spec, worker, n_workers, pass_id, epoch, table, states, slots, con
                 out = slots[k] if k >= 0 else np.empty((size, *shape), np.uint8)
             target = out[len(sources)] if augments is None else scratch
             try:
-                _decode_into(spec, tile, target)
+                decode_tile_into(tile, target, spec.sources[tile.source].path)
                 if augments is not None:
                     augmented = augments.apply(scratch)
                     if augmented.shape != shape:
-                        _wrong_size(spec, tile, augmented.shape, shape)
+                        raise wrong_size_error(spec.sources[tile.source].path, tile, augmented.shape, shape)
                     out[len(sources)] = augmented
             except TileImageError as error:
                 on_skip(error, 1)

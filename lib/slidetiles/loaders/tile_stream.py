@@ -40,9 +40,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from slidetiles.errors import InvalidExampleError
+from slidetiles.errors import InvalidExampleError, TileImageError
 from slidetiles.io.example import parse_example
 from slidetiles.io.framing import fast_tile_fields
+from slidetiles.io.images import decode_image_into
 from slidetiles.io.tfrecord2idx import build_index, read_index
 from slidetiles.loaders.augment import AugmentStream
 from slidetiles.loaders.options import ON_ERROR, LoaderOptions
@@ -52,7 +53,17 @@ from slidetiles.tfrecord.stream import ReadPlan, SkipHandler, interleave
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IndexCache", "RawTile", "ShardPass", "iter_shard", "skip_handler", "start_pass"]
+__all__ = [
+    "IndexCache",
+    "RawTile",
+    "ShardPass",
+    "decode_tile_into",
+    "iter_shard",
+    "skip_handler",
+    "start_pass",
+    "tile_where",
+    "wrong_size_error",
+]
 
 #: Read-ahead held by one shard reader across all its files (each file reads up to 1 MiB at a time).
 SHARD_MEMORY_BUDGET = 64 << 20
@@ -73,6 +84,28 @@ class RawTile(NamedTuple):
     #: Tile centre in level-0 pixels; -1 when the record has none.
     loc_x: int
     loc_y: int
+
+
+def tile_where(path: str, tile: RawTile) -> str:
+    """``'<path>, record 12 at byte offset 3456'``: how error messages name a tile."""
+    return f"{path}, record {tile.record} at byte offset {tile.offset}"
+
+
+def wrong_size_error(path: str, tile: RawTile, got, expected) -> TileImageError:
+    """The error for a tile of shape ``got`` in a loader whose batches hold ``expected``-shaped tiles."""
+    return TileImageError(
+        path,
+        f"record {tile.record} at byte offset {tile.offset}: the tile is {got[1]}x{got[0]} px but this loader's "
+        f"batches hold {expected[1]}x{expected[0]} px tiles; a loader needs tiles of one size",
+    )
+
+
+def decode_tile_into(tile: RawTile, out: np.ndarray, path: str) -> None:
+    """Decode ``tile`` (read from ``path``) into ``out``, one HWC slot of a batch; a :class:`TileImageError`
+    naming the file and record when it cannot be decoded or is of another size."""
+    shape = decode_image_into(tile.image, out, name=tile_where(path, tile))
+    if shape != out.shape:
+        raise wrong_size_error(path, tile, shape, out.shape)
 
 
 def _raise(error: Exception, n_records: int) -> None:

@@ -50,12 +50,14 @@ from slidetiles.loaders.options import LoaderOptions, loader_sources
 from slidetiles.loaders.shared_batches import BatchRing, assemble, shared_empty
 from slidetiles.loaders.sharding import ShardPlan, shard_sizes
 from slidetiles.loaders.sources import LabelEncoding, TileSource, check_sources, encode_labels
-from slidetiles.loaders.tile_stream import IndexCache, RawTile, start_pass
-
-try:
-    import simplejpeg as _simplejpeg
-except ImportError:  # pragma: no cover - simplejpeg is a dependency; decode_image falls back to Pillow
-    _simplejpeg = None
+from slidetiles.loaders.tile_stream import (
+    IndexCache,
+    RawTile,
+    decode_tile_into,
+    start_pass,
+    tile_where,
+    wrong_size_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,6 @@ __all__ = ["TileDataLoader", "TileIterableDataset", "make_torch_loader"]
 
 #: Slots of the shared skipped-records counter; worker w counts in slot w % _SLOTS.
 _SLOTS = 64
-_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def torch_options(*, rank: int | None = None, world_size: int | None = None, **fields) -> LoaderOptions:
@@ -76,10 +77,6 @@ def torch_options(*, rank: int | None = None, world_size: int | None = None, **f
         if world_size is None:
             world_size = torch.distributed.get_world_size() if initialised else 1
     return LoaderOptions(rank=rank, world_size=world_size, **fields)
-
-
-def _where(path: str, tile: RawTile) -> str:
-    return f"{path}, record {tile.record} at byte offset {tile.offset}"
 
 
 class TileIterableDataset(IterableDataset):
@@ -217,7 +214,7 @@ class TileIterableDataset(IterableDataset):
 
     def _decode(self, tile: RawTile) -> np.ndarray:
         path = self.sources[tile.source].path
-        return decode_image(tile.image, name=_where(path, tile))
+        return decode_image(tile.image, name=tile_where(path, tile))
 
     def _label_of(self, source: int):
         if self.labels is None:
@@ -244,31 +241,6 @@ class TileIterableDataset(IterableDataset):
                 item += [tile.loc_x, tile.loc_y]
             yield tuple(item)
 
-    def _decode_into(self, tile: RawTile, out: np.ndarray) -> None:
-        """Decode ``tile`` into ``out`` (one contiguous HWC slot of a batch)."""
-        data = tile.image
-        if _simplejpeg is not None and data[:3] == _JPEG_MAGIC:
-            try:
-                decoded = _simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
-            except ValueError:
-                decoded = None  # buffer too small (a larger tile), or a JPEG simplejpeg rejects: general path
-            if decoded is not None:
-                if decoded.shape != out.shape:
-                    self._wrong_size(tile, decoded.shape, out.shape)
-                return
-        image = self._decode(tile)
-        if image.shape != out.shape:
-            self._wrong_size(tile, image.shape, out.shape)
-        out[...] = image
-
-    def _wrong_size(self, tile: RawTile, got, expected):
-        path = self.sources[tile.source].path
-        raise TileImageError(
-            path,
-            f"record {tile.record} at byte offset {tile.offset}: the tile is {got[1]}x{got[0]} px but this batch "
-            f"holds {expected[1]}x{expected[0]} px tiles; a loader needs tiles of one size",
-        )
-
     def _batches(self, tiles, augments, on_skip) -> Iterator:
         options = self.options
         size = options.batch_size
@@ -276,7 +248,6 @@ class TileIterableDataset(IterableDataset):
         buffer = place = target = scratch = staging = None
         sources: list[int] = []
         locations: list[tuple[int, int]] = []
-        decode_jpeg = _simplejpeg.decode_jpeg if _simplejpeg is not None else None
         for tile in tiles:
             if shape is None:
                 try:
@@ -293,23 +264,12 @@ class TileIterableDataset(IterableDataset):
                 buffer, place = self._allocate((size, *shape))
                 target = staging if staging is not None else buffer.numpy()
             out = target[len(sources)] if augments is None else scratch
-            data = tile.image
             try:
-                # The common case inline (a JPEG of the batch's size); anything else takes _decode_into.
-                fast = (
-                    decode_jpeg is not None
-                    and data[:3] == _JPEG_MAGIC
-                    and decode_jpeg(data, colorspace="RGB", buffer=out).shape == shape
-                )
-            except ValueError:  # simplejpeg refused it, or the buffer was too small: the general path says why
-                fast = False
-            try:
-                if not fast:
-                    self._decode_into(tile, out)
+                decode_tile_into(tile, out, self.sources[tile.source].path)
                 if augments is not None:
                     augmented = augments.apply(scratch)
                     if augmented.shape != shape:
-                        self._wrong_size(tile, augmented.shape, shape)
+                        raise wrong_size_error(self.sources[tile.source].path, tile, augmented.shape, shape)
                     target[len(sources)] = augmented
             except TileImageError as error:
                 on_skip(error, 1)
