@@ -29,7 +29,7 @@ from slidetiles.io.writer import TFRecordWriter
 
 def write_tiles(path, tiles, slide="slide1", locations=True):
     """Write ``tiles`` as tile records; returns the (x, y) written (or None)."""
-    locs = [(100 * i + 50, 1000 - 7 * i) for i in range(len(tiles))] if locations else None
+    locs = [(loc_x(i), 1000 - 7 * i) for i in range(len(tiles))] if locations else None
     with TFRecordWriter(path) as writer:
         for i, tile in enumerate(tiles):
             if locs:
@@ -37,6 +37,38 @@ def write_tiles(path, tiles, slide="slide1", locations=True):
             else:
                 writer.write_tile(tile, slide)
     return locs
+
+
+def write_corpus(folder, sizes, *, seed: int, px: int, prefix: str = "s"):
+    """TFRecords ``<prefix>0.tfrecords``... of ``sizes`` distinct real JPEG tiles each (``px`` square), one slide per
+    file named as the file, written by :func:`write_tiles` (record ``i`` at ``loc_x(i)``). Returns (paths, tiles
+    per file)."""
+    from slidetiles.demo import iter_tiles
+
+    tiles = list(iter_tiles(seed=seed, n=sum(sizes), px=px))
+    paths, per_file, start = [], [], 0
+    for k, n in enumerate(sizes):
+        path = os.path.join(folder, f"{prefix}{k}.tfrecords")
+        write_tiles(path, tiles[start : start + n], slide=f"{prefix}{k}")
+        paths.append(path)
+        per_file.append(tiles[start : start + n])
+        start += n
+    return paths, per_file
+
+
+def loc_x(i: int) -> int:
+    """The loc_x :func:`write_tiles` writes for record ``i``: tests identify a tile by (slide, loc_x)."""
+    return 100 * i + 50
+
+
+# -- the training loaders' corpus (torch and TensorFlow tests) --------------------------------------------------------
+LOADER_SIZES = [7, 13, 1, 30, 4]
+LOADER_LABELS = {"s0": "tumor", "s1": "normal", "s2": "tumor", "s3": "stroma", "s4": "normal"}
+
+
+def all_ids(sources):
+    """Every (slide, loc_x) the sources hold (clip respected)."""
+    return {(s.slide, loc_x(i)) for s in sources for i in range(s.n_tiles)}
 
 
 def job_counts(text: str) -> dict[str, int]:

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from helpers import write_tiles
+from helpers import loc_x, write_corpus
 from slidetiles.errors import CorruptRecordError, TFRecordError
 from slidetiles.io.images import decode_image
 from slidetiles.loaders import LoaderError, TileSource
@@ -21,17 +21,7 @@ SIZES = [9, 2, 14]
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from slidetiles.demo import iter_tiles
-
-    folder = tmp_path_factory.mktemp("batch_workers")
-    tiles = list(iter_tiles(seed=5, n=sum(SIZES), px=24))
-    paths, per_file, start = [], [], 0
-    for k, n in enumerate(SIZES):
-        path = str(folder / f"w{k}.tfrecords")
-        write_tiles(path, tiles[start : start + n], slide=f"w{k}")
-        paths.append(path)
-        per_file.append(tiles[start : start + n])
-        start += n
+    paths, per_file = write_corpus(tmp_path_factory.mktemp("batch_workers"), SIZES, seed=5, px=24, prefix="w")
     return TileSource.from_paths(paths), per_file
 
 
@@ -54,7 +44,7 @@ def test_a_pass_reads_each_tile_once_with_its_pixels(corpus):
             assert images.dtype == np.uint8 and images.shape[1:] == (24, 24, 3) and len(images) <= 4
             check_batch(corpus, images, index, locations)
             seen += [(int(i), int(x)) for i, (x, _) in zip(index, locations)]
-        assert Counter(seen) == Counter((k, 100 * i + 50) for k, n in enumerate(SIZES) for i in range(n))
+        assert Counter(seen) == Counter((k, loc_x(i)) for k, n in enumerate(SIZES) for i in range(n))
     finally:
         workers.close()
 

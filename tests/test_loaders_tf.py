@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from helpers import write_tiles
+from helpers import LOADER_LABELS, LOADER_SIZES, all_ids, loc_x, write_corpus
 from slidetiles.io.images import decode_image
 from slidetiles.loaders import (
     LoaderError,
@@ -16,31 +16,15 @@ from slidetiles.loaders import (
     sources_from_table,
 )
 
-SIZES = [7, 13, 1, 30, 4]
-LABELS = {"s0": "tumor", "s1": "normal", "s2": "tumor", "s3": "stroma", "s4": "normal"}
+SIZES, LABELS = LOADER_SIZES, LOADER_LABELS
 
 tf = pytest.importorskip("tensorflow")
 from slidetiles.loaders import make_tf_dataset  # noqa: E402  (needs TensorFlow)
 
 
-def loc_x(i):
-    return 100 * i + 50
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from slidetiles.demo import iter_tiles
-
-    folder = tmp_path_factory.mktemp("tf_loaders")
-    tiles = list(iter_tiles(seed=12, n=sum(SIZES), px=32))
-    paths, per_file, start = [], [], 0
-    for k, n in enumerate(SIZES):
-        path = str(folder / f"s{k}.tfrecords")
-        write_tiles(path, tiles[start : start + n], slide=f"s{k}")
-        paths.append(path)
-        per_file.append(tiles[start : start + n])
-        start += n
-    return paths, per_file
+    return write_corpus(tmp_path_factory.mktemp("tf_loaders"), SIZES, seed=12, px=32)
 
 
 @pytest.fixture
@@ -54,10 +38,6 @@ def ids_of(dataset):
         slides, xs = batch[2].numpy(), batch[3].numpy()
         out += [(s.decode(), int(x)) for s, x in zip(slides, xs)]
     return out
-
-
-def all_ids(sources):
-    return {(s.slide, loc_x(i)) for s in sources for i in range(s.n_tiles)}
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])

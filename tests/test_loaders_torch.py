@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from helpers import write_tiles
+from helpers import LOADER_LABELS, LOADER_SIZES, all_ids, loc_x, write_corpus
 from slidetiles.errors import CorruptRecordError
 from slidetiles.io.images import decode_image
 from slidetiles.loaders import (
@@ -30,39 +30,19 @@ from slidetiles.loaders import (
 )
 from slidetiles.loaders.augment import AugmentStream, apply_params, parse_augment
 
-SIZES = [7, 13, 1, 30, 4]
-LABELS = {"s0": "tumor", "s1": "normal", "s2": "tumor", "s3": "stroma", "s4": "normal"}
-
-
-def loc_x(i):
-    return 100 * i + 50  # what helpers.write_tiles writes for record i
+SIZES, LABELS = LOADER_SIZES, LOADER_LABELS
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Five TFRecords of 32-px JPEG tiles (7, 13, 1, 30, 4 records) with indexes. Returns (paths, tiles)."""
-    from slidetiles.demo import iter_tiles
-
-    folder = tmp_path_factory.mktemp("loaders")
-    tiles = list(iter_tiles(seed=11, n=sum(SIZES), px=32))
-    paths, per_file, start = [], [], 0
-    for k, n in enumerate(SIZES):
-        path = str(folder / f"s{k}.tfrecords")
-        write_tiles(path, tiles[start : start + n], slide=f"s{k}")
-        paths.append(path)
-        per_file.append(tiles[start : start + n])
-        start += n
-    return paths, per_file
+    return write_corpus(tmp_path_factory.mktemp("loaders"), SIZES, seed=11, px=32)
 
 
 @pytest.fixture
 def sources(corpus):
     paths, _ = corpus
     return TileSource.from_paths(paths, labels=LABELS)
-
-
-def all_ids(sources):
-    return {(s.slide, loc_x(i)) for s in sources for i in range(s.n_tiles)}
 
 
 def ids_of(batches):
