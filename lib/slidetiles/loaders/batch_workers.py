@@ -62,7 +62,7 @@ import numpy as np
 from slidetiles.errors import TileImageError
 from slidetiles.loaders.options import LoaderOptions
 from slidetiles.loaders.sources import LoaderError, TileSource
-from slidetiles.loaders.tile_stream import IndexCache, decode_tile_into, start_pass, wrong_size_error
+from slidetiles.loaders.tile_stream import IndexCache, decode_tile_into, start_pass
 
 log = logging.getLogger(__name__)
 
@@ -244,14 +244,8 @@ def _run_pass(spec, worker, n_workers, pass_id, epoch, table, states, slots, con
             if out is None:
                 k = _take(states, table, pass_id, parent)
                 out = slots[k] if k >= 0 else np.empty((size, *shape), np.uint8)
-            target = out[len(sources)] if augments is None else scratch
             try:
-                decode_tile_into(tile, target, spec.sources[tile.source].path)
-                if augments is not None:
-                    augmented = augments.apply(scratch)
-                    if augmented.shape != shape:
-                        raise wrong_size_error(spec.sources[tile.source].path, tile, augmented.shape, shape)
-                    out[len(sources)] = augmented
+                decode_tile_into(tile, out[len(sources)], spec.sources[tile.source].path, augments, scratch)
             except TileImageError as error:
                 on_skip(error, 1)
                 continue

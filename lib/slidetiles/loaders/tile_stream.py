@@ -100,12 +100,21 @@ def wrong_size_error(path: str, tile: RawTile, got, expected) -> TileImageError:
     )
 
 
-def decode_tile_into(tile: RawTile, out: np.ndarray, path: str) -> None:
-    """Decode ``tile`` (read from ``path``) into ``out``, one HWC slot of a batch; a :class:`TileImageError`
-    naming the file and record when it cannot be decoded or is of another size."""
-    shape = decode_image_into(tile.image, out, name=tile_where(path, tile))
-    if shape != out.shape:
-        raise wrong_size_error(path, tile, shape, out.shape)
+def decode_tile_into(
+    tile: RawTile, out: np.ndarray, path: str, augments: AugmentStream | None = None, scratch: np.ndarray | None = None
+) -> None:
+    """Decode ``tile`` (read from ``path``) into ``out``, one HWC slot of a batch, augmented by ``augments`` when
+    given (decoded into ``scratch``, an array of ``out``'s shape, first). A :class:`TileImageError` naming the file
+    and record when the tile cannot be decoded or is of another size than ``out``."""
+    decoded = out if augments is None else scratch
+    shape = decode_image_into(tile.image, decoded, name=tile_where(path, tile))
+    if shape != decoded.shape:
+        raise wrong_size_error(path, tile, shape, decoded.shape)
+    if augments is not None:
+        augmented = augments.apply(scratch)
+        if augmented.shape != out.shape:
+            raise wrong_size_error(path, tile, augmented.shape, out.shape)
+        out[...] = augmented
 
 
 def _raise(error: Exception, n_records: int) -> None:

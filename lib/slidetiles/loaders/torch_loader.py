@@ -56,7 +56,6 @@ from slidetiles.loaders.tile_stream import (
     decode_tile_into,
     start_pass,
     tile_where,
-    wrong_size_error,
 )
 
 log = logging.getLogger(__name__)
@@ -263,14 +262,8 @@ class TileIterableDataset(IterableDataset):
             if buffer is None:
                 buffer, place = self._allocate((size, *shape))
                 target = staging if staging is not None else buffer.numpy()
-            out = target[len(sources)] if augments is None else scratch
             try:
-                decode_tile_into(tile, out, self.sources[tile.source].path)
-                if augments is not None:
-                    augmented = augments.apply(scratch)
-                    if augmented.shape != shape:
-                        raise wrong_size_error(self.sources[tile.source].path, tile, augmented.shape, shape)
-                    target[len(sources)] = augmented
+                decode_tile_into(tile, target[len(sources)], self.sources[tile.source].path, augments, scratch)
             except TileImageError as error:
                 on_skip(error, 1)
                 continue
