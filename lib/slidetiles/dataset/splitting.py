@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 
 from slidetiles.errors import DatasetError, SplitError
-from slidetiles.splits import plan_split
+from slidetiles.splits import SplitPlan, plan_split
 from slidetiles.splits.cohort import canonical_model_type
 from slidetiles.splits.spec import SplitSpec
 
@@ -57,6 +57,20 @@ def split_categories(dataset, labels, model_type: str):
     return None
 
 
+def plan_dataset_split(
+    dataset, spec: SplitSpec, *, splits: str | os.PathLike | None = None, read_only: bool = False
+) -> SplitPlan:
+    """The plan ``spec`` gives over ``dataset``'s annotations (see :func:`~slidetiles.splits.plan_split`), numbering
+    categories as Slideflow does: over every annotated slide passing the filters, TFRecord or not."""
+    return plan_split(
+        _annotations(dataset),
+        spec,
+        splits=splits,
+        categories=split_categories(dataset, spec.labels, spec.model_type),
+        read_only=read_only,
+    )
+
+
 def split_dataset(
     dataset,
     model_type: str | None,
@@ -84,7 +98,6 @@ def split_dataset(
     if model_type is None:
         # Slideflow's default: classification with labels, else a split of the patients alone.
         model_type = "categorical" if labels is not None else "linear"
-    table = _annotations(dataset)
     spec = _spec(
         model_type=model_type,
         labels=labels,
@@ -96,18 +109,10 @@ def split_dataset(
         seed=seed,
         time_limit=time_limit,
     )
-    strategy = spec.strategy
-    plan = plan_split(
-        table,
-        spec,
-        splits=splits,
-        # Slideflow's category numbering: every annotated slide passing the filters, TFRecord or not.
-        categories=split_categories(dataset, labels, model_type),
-        read_only=read_only,
-    )
+    plan = plan_dataset_split(dataset, spec, splits=splits, read_only=read_only)
     if k_fold_iter is None and plan.k > 1:
         raise SplitError(
-            f"strategy {strategy!r} has {plan.k} iterations: pass k_fold_iter=1..{plan.k} (1-based), or use "
+            f"strategy {spec.strategy!r} has {plan.k} iterations: pass k_fold_iter=1..{plan.k} (1-based), or use "
             "kfold_split() to get them all"
         )
     train, val = plan.train_val(k_fold_iter)
@@ -129,7 +134,6 @@ def kfold_split_dataset(
     read_only: bool = False,
 ) -> tuple:
     """``(train, val)`` for every fold of one k-fold partition; see :meth:`slidetiles.Dataset.kfold_split`."""
-    table = _annotations(dataset)
     spec = _spec(
         model_type=model_type,
         labels=labels,
@@ -139,11 +143,5 @@ def kfold_split_dataset(
         seed=seed,
         time_limit=time_limit,
     )
-    plan = plan_split(
-        table,
-        spec,
-        splits=splits,
-        categories=split_categories(dataset, labels, model_type),
-        read_only=read_only,
-    )
+    plan = plan_dataset_split(dataset, spec, splits=splits, read_only=read_only)
     return tuple((_keep(dataset, train), _keep(dataset, val)) for train, val in plan.iter_train_val())

@@ -315,19 +315,13 @@ def make_split(*, manifest: str, plan: dict, splits: str, png: str, svg: str) ->
     (:meth:`~slidetiles.splits.SplitPlan.record`) so every plan leaves an artifact.
     """
     from slidetiles.dataset import Dataset
-    from slidetiles.dataset.splitting import split_categories
-    from slidetiles.splits import SplitSpec, plan_split
+    from slidetiles.dataset.splitting import plan_dataset_split
+    from slidetiles.splits import SplitSpec
     from slidetiles.splits.plots import plot_split_composition
     from slidetiles.splits.splits_file import dumps_splits
 
     spec = SplitSpec.from_config(plan, where=f"split {os.path.splitext(os.path.basename(splits))[0]}")
-    dataset = Dataset.from_manifest(manifest)
-    result = plan_split(
-        dataset.annotations,
-        spec,
-        # Slideflow's category numbering: every annotated slide passing the filters, TFRecord or not.
-        categories=split_categories(dataset, spec.labels, spec.model_type),
-    )
+    result = plan_dataset_split(Dataset.from_manifest(manifest), spec)
     _write_text(splits, dumps_splits([result.record()]))
     for path in (png, svg):
         plot_split_composition(result, path)
