@@ -123,12 +123,12 @@ def ceiling_inputs(path: str, tile_px: int, tile_um: int):
     import cv2
     import tifffile
 
-    from slidetiles.slides.extract import background_fractions, read_tiles
+    from slidetiles.slides.extract import read_tiles, slide_background_fractions
     from slidetiles.slides.wsi import WSI
 
     wsi = WSI(path, tile_px, tile_um)
     corners = wsi.kept_corners()
-    _, gray = background_fractions(wsi, corners, 230, 0.05)
+    _, gray = slide_background_fractions(wsi, corners, 230, 0.05)
     corners = corners[gray <= 0.6]
     size = wsi.size
     with tifffile.TiffFile(path) as tif:
@@ -211,7 +211,7 @@ def stage_profile(path: str, tile_px: int, tile_um: int, runs: int = 3) -> dict:
     size, n = wsi.size, wsi.size.extract_px
     corners = wsi.kept_corners()
     out = {}
-    out["background"], (_, gray) = best(lambda: extract.background_fractions(wsi, corners, 230, 0.05))
+    out["background"], (_, gray) = best(lambda: extract.slide_background_fractions(wsi, corners, 230, 0.05))
     corners = corners[gray <= 0.6]
     runs_ = list(extract._runs(corners, size.level_downsample, n, n * extract.RUN_TILES, n // 4))
 

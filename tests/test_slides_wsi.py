@@ -482,7 +482,7 @@ def test_background_bands_judge_each_tile_as_its_own_patch(slides, kind, tile_px
     # Background is judged on bands of the filter level: each tile's fractions equal those of its own patch read
     # alone (Slideflow's per-tile read), for any band width, sparse tiles (every third kept) and edge tiles.
     from slidetiles.slides import background
-    from slidetiles.slides.extract import background_fractions
+    from slidetiles.slides.extract import slide_background_fractions
 
     wsi = WSI(str(slides[kind].path), tile_px, tile_um, stride_div=stride_div, use_edge_tiles=edge)
     reader, size = wsi.reader, wsi.size
@@ -492,7 +492,7 @@ def test_background_bands_judge_each_tile_as_its_own_patch(slides, kind, tile_px
         patches = np.stack([reader.read(level, int(x // ds), int(y // ds), n, n) for x, y in corners.tolist()])
         expected = background.background_fractions(patches)
         for span, threads in ((0, 1), (1, 2), (3 * n, 2)):
-            white, gray = background_fractions(wsi, corners, 230, 0.05, threads, band_span=span)
+            white, gray = slide_background_fractions(wsi, corners, 230, 0.05, threads, band_span=span)
             assert white.tolist() == expected[0].tolist() and gray.tolist() == expected[1].tolist()
 
 

@@ -213,7 +213,7 @@ def _runs(corners: np.ndarray, ds: float, n: int, max_span: int, max_gap: int | 
             start = i
 
 
-def background_fractions(
+def slide_background_fractions(
     wsi, corners: np.ndarray, ws_threshold: float, gs_threshold: float, threads: int = 1, band_span: int = 0
 ):
     """Whitespace and grayspace fraction of each tile, judged where Slideflow judges them.
@@ -309,7 +309,7 @@ def _extract(wsi, tfrecord_dir, tiles_dir, img_format, report, quality, ws_f, ws
     removed_corners = dict(wsi.removed_corners())
     white = gray = None
     if ws_f < 1 or gs_f < 1:
-        white, gray = background_fractions(wsi, corners, ws_t, gs_t, threads)
+        white, gray = slide_background_fractions(wsi, corners, ws_t, gs_t, threads)
         reasons = background.background_reasons(white, gray, ws_f, gs_f)
         for reason in (background.WHITESPACE, background.GRAYSPACE):
             removed[reason] = int(np.sum(reasons == reason))
