@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from helpers import loc_x, write_corpus
-from slidetiles.errors import CorruptRecordError, TFRecordError
+from helpers import loc_x, write_corpus, write_tiles
+from slidetiles.errors import CorruptRecordError, TFRecordError, TileImageError
 from slidetiles.io.images import decode_image
 from slidetiles.loaders import LoaderError, TileSource
 from slidetiles.loaders.batch_workers import BatchSpec, BatchWorkers
@@ -102,6 +102,27 @@ def test_corrupt_record_raises_the_tfrecord_error_naming_the_file(tmp_path, corp
         assert workers.pids() == pids
     finally:
         workers.close()
+
+
+def test_a_tile_of_another_size_is_named_or_skipped(tmp_path, corpus):
+    from slidetiles.demo import iter_tiles
+
+    odd = str(tmp_path / "odd.tfrecords")
+    write_tiles(odd, corpus[1][1] + list(iter_tiles(seed=3, n=1, px=32)), slide="odd")  # record 2: 32 px, not 24
+    sources = [corpus[0][0], *TileSource.from_paths([odd])]
+    workers = BatchWorkers(spec_for(sources, augment="xy"), num_workers=1)
+    try:
+        with pytest.raises(TileImageError, match="record 2 at byte offset .*: the tile is 32x32 px but this loader's "
+                                                 "batches hold 24x24 px tiles; a loader needs tiles of one size"):
+            for _ in workers.batches(epoch=0):
+                pass
+    finally:
+        workers.close()
+    skipping = BatchWorkers(spec_for(sources, on_error="skip"), num_workers=1)
+    try:
+        assert sum(len(b[0]) for b in skipping.batches(epoch=0)) == SIZES[0] + 2 and skipping.skipped == 1
+    finally:
+        skipping.close()
 
 
 def test_buffers_are_recycled_and_held_batches_kept(corpus):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from slidetiles.demo import tile_jpeg
 from slidetiles.errors import TileImageError
-from slidetiles.io.images import check_image, decode_image, detect_image_format, to_lossless_png
+from slidetiles.io.images import check_image, decode_image, decode_image_into, detect_image_format, to_lossless_png
 
 
 def encode(array_or_image, fmt, **kwargs) -> bytes:
@@ -230,3 +230,24 @@ def test_to_lossless_png_errors(tmp_path):
         to_lossless_png(tmp_path / "float.tif")
     with pytest.raises(FileNotFoundError):
         to_lossless_png(tmp_path / "missing.tif")
+
+
+# -- decode_image_into: one slot of a batch ---------------------------------------------------------------------------
+def test_decode_into_a_slot_gives_decode_images_pixels(tile, rgb):
+    out = np.zeros((128, 128, 3), np.uint8)
+    assert decode_image_into(tile, out, name="t") == (128, 128, 3)
+    assert np.array_equal(out, decode_image(tile))
+    png = encode(rgb, "PNG")  # not a JPEG: through decode_image
+    slot = np.zeros((48, 64, 3), np.uint8)
+    assert decode_image_into(png, slot) == (48, 64, 3) and np.array_equal(slot, rgb)
+
+
+@pytest.mark.parametrize("px", [96, 160])
+def test_decode_into_a_slot_of_another_size_returns_the_images_shape(tile, px):
+    out = np.full((px, px, 3), 7, np.uint8)
+    assert decode_image_into(tile, out) == (128, 128, 3)  # the caller decides what another size means
+
+
+def test_decode_into_names_a_damaged_image(tile):
+    with pytest.raises(TileImageError, match="^slide.tfrecords, record 3: cannot decode"):
+        decode_image_into(tile[: len(tile) // 2], np.zeros((128, 128, 3), np.uint8), name="slide.tfrecords, record 3")

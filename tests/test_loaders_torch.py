@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from helpers import LOADER_LABELS, LOADER_SIZES, all_ids, loc_x, write_corpus
-from slidetiles.errors import CorruptRecordError
+from helpers import LOADER_LABELS, LOADER_SIZES, all_ids, loc_x, write_corpus, write_tiles
+from slidetiles.errors import CorruptRecordError, TileImageError
 from slidetiles.io.images import decode_image
 from slidetiles.loaders import (
     Augmenter,
@@ -333,6 +333,27 @@ def test_damaged_length_skips_only_that_record(tmp_path, sources):
                                incl_slidenames=True, incl_loc=True)
     seen = ids_of(run_epoch(loader))
     assert sorted(seen) == sorted(("s3", loc_x(i)) for i in range(30) if i != 20) and loader.skipped == 1
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+@pytest.mark.parametrize("augment", [None, "xy"])
+def test_a_tile_of_another_size_is_named_or_skipped(tmp_path, sources, corpus, num_workers, augment):
+    """A 48-px tile among 32-px ones: an error naming its file and record, or (on_error='skip') left out, counted."""
+    from slidetiles.demo import iter_tiles
+
+    odd = str(tmp_path / "odd.tfrecords")
+    write_tiles(odd, corpus[1][0][:2] + list(iter_tiles(seed=3, n=1, px=48)) + corpus[1][0][2:4], slide="odd")
+    mixed = [sources[0], *TileSource.from_paths([odd], labels={"odd": "tumor"})]
+    options = dict(batch_size=4, num_workers=num_workers, infinite=False, seed=0, incl_slidenames=True,
+                   incl_loc=True, augment=augment)
+    error = epoch_error(make_torch_loader(mixed, **options))
+    assert isinstance(error, TileImageError), error
+    assert f"{odd}: record 2 at byte offset" in str(error) and "the tile is 48x48 px" in str(error)
+    assert "a loader needs tiles of one size" in str(error)
+    loader = make_torch_loader(mixed, on_error="skip", **options)
+    seen = ids_of(run_epoch(loader))
+    assert sorted(seen) == sorted([("s0", loc_x(i)) for i in range(7)] + [("odd", loc_x(i)) for i in (0, 1, 3, 4)])
+    assert loader.skipped == 1
 
 
 def test_truncated_tfrecord_is_refused_as_changed(tmp_path, sources):
