@@ -333,6 +333,10 @@ class _Pool:
     def close(self) -> None:
         self._finalizer()
 
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
     def _died(self, worker: int) -> LoaderError:
         self.broken = True
         process = self.processes[worker]
@@ -528,7 +532,7 @@ class BatchWorkers:
     def pids(self) -> list[int]:
         """Process ids of the live persistent workers (none before the first pass; tests and diagnostics)."""
         pool = self._pool
-        if pool is None or not pool._finalizer.alive:
+        if pool is None or pool.closed:
             return []
         return [p.pid for p in pool.processes if p.is_alive()]
 
