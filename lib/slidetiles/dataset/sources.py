@@ -23,7 +23,6 @@ SOURCE_KEYS = ("slides", "roi", "tiles", "tfrecords")
 DIRECT_SOURCE = "dataset"
 
 
-
 @dataclass(frozen=True)
 class Source:
     """One dataset source: a name and its folders (None where not configured)."""

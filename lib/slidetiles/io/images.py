@@ -150,7 +150,7 @@ def decode_image_into(data, out: np.ndarray, *, name: str | None = None) -> tupl
         try:
             return _simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out).shape
         except ValueError:
-            pass  # the buffer is too small (a larger tile), or a JPEG simplejpeg rejects: the general path says
+            pass  # the buffer is too small (a larger tile), or simplejpeg rejects the JPEG: the general path says why
     image = decode_image(data, name=name)
     if image.shape == out.shape:
         out[...] = image

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from slidetiles.errors import TFRecordIndexError
 import slidetiles.io.tfrecord2idx as tfrecord2idx
+from slidetiles.errors import TFRecordIndexError
 from slidetiles.io.writer import atomic_write
 
 TEXT_INDEX_SUFFIX = ".tfindex"

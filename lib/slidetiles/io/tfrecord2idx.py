@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slidetiles.errors import InvalidExampleError, StaleIndexError, TFRecordIndexError
 import slidetiles.io.fastscan as fastscan
+from slidetiles.errors import InvalidExampleError, StaleIndexError, TFRecordIndexError
 from slidetiles.io.example import WireError, scan_locations
 from slidetiles.io.framing import FRAME_OVERHEAD, check_regular, scan_frames
 from slidetiles.io.writer import atomic_write

@@ -62,7 +62,6 @@ __all__ = [
     "skip_handler",
     "start_pass",
     "tile_where",
-    "wrong_size_error",
 ]
 
 #: Read-ahead held by one shard reader across all its files (each file reads up to 1 MiB at a time).
@@ -91,7 +90,7 @@ def tile_where(path: str, tile: RawTile) -> str:
     return f"{path}, record {tile.record} at byte offset {tile.offset}"
 
 
-def wrong_size_error(path: str, tile: RawTile, got, expected) -> TileImageError:
+def _wrong_size_error(path: str, tile: RawTile, got, expected) -> TileImageError:
     """The error for a tile of shape ``got`` in a loader whose batches hold ``expected``-shaped tiles."""
     return TileImageError(
         path,
@@ -109,11 +108,11 @@ def decode_tile_into(
     decoded = out if augments is None else scratch
     shape = decode_image_into(tile.image, decoded, name=tile_where(path, tile))
     if shape != decoded.shape:
-        raise wrong_size_error(path, tile, shape, decoded.shape)
+        raise _wrong_size_error(path, tile, shape, decoded.shape)
     if augments is not None:
         augmented = augments.apply(scratch)
         if augmented.shape != out.shape:
-            raise wrong_size_error(path, tile, augmented.shape, out.shape)
+            raise _wrong_size_error(path, tile, augmented.shape, out.shape)
         out[...] = augmented
 
 

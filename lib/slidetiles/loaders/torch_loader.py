@@ -50,13 +50,7 @@ from slidetiles.loaders.options import LoaderOptions, loader_sources
 from slidetiles.loaders.shared_batches import BatchRing, assemble, shared_empty
 from slidetiles.loaders.sharding import ShardPlan, shard_sizes
 from slidetiles.loaders.sources import LabelEncoding, TileSource, check_sources, encode_labels
-from slidetiles.loaders.tile_stream import (
-    IndexCache,
-    RawTile,
-    decode_tile_into,
-    start_pass,
-    tile_where,
-)
+from slidetiles.loaders.tile_stream import IndexCache, RawTile, decode_tile_into, start_pass, tile_where
 
 log = logging.getLogger(__name__)
 

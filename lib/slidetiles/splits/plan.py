@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from slidetiles.errors import SplitError
 import slidetiles.splits.splits_file as splits_file
 import slidetiles.splits.strategies as strategies
+from slidetiles.errors import SplitError
 from slidetiles.splits.spec import STRATEGIES, SplitSpec
 from slidetiles.splits.cohort import (
     label_categories,
